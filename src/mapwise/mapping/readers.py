@@ -17,6 +17,7 @@ import io
 import json
 import lzma
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +97,25 @@ def _header_lines(spec: ReadSpec) -> int:
 
 def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
     """polars' parser, or None when the file needs the exact path (ragged, bad bytes, multi-line)."""
-    sep = spec.separator
+    sep = spec.separator.encode()
+    header = _header_lines(spec)
+    counts: dict[str, int] = {}
+
+    def count() -> None:  # runs while polars parses (both release the core to each other)
+        head_end = 0
+        for _ in range(header):
+            head_end = data.find(b"\n", head_end) + 1
+        counts["lines"] = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        counts["separators"] = data.count(sep) - data.count(sep, 0, head_end)
+
+    counter = threading.Thread(target=count)
+    counter.start()
     try:
         frame = pl.read_csv(
             data,
             has_header=spec.header,
             new_columns=None if spec.header else spec.names,
-            separator=sep,
+            separator=spec.separator,
             quote_char=spec.quote,
             skip_rows=spec.skip_rows,
             infer_schema=False,
@@ -111,20 +124,14 @@ def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
         )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError):
         return None
-    header = _header_lines(spec)
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if frame.height + header != lines:  # blank or multi-line records: line numbers would drift
+    finally:
+        counter.join()
+    if frame.height + header != counts["lines"]:  # blank or multi-line records: line numbers would drift
         return None
     expected = frame.width - 1
-    sep_byte = sep.encode()
-    quote = spec.quote.encode() if spec.quote else None
-    if quote is None or quote not in data:
-        head_end = 0
-        for _ in range(header):
-            head_end = data.index(b"\n", head_end) + 1
-        separators = data.count(sep_byte) - data.count(sep_byte, 0, head_end)
+    if not spec.quote or spec.quote.encode() not in data:
         # polars pads a short row silently: every row must have exactly `expected` separators
-        return _fast_table(frame, header) if separators == frame.height * expected else None
+        return _fast_table(frame, header) if counts["separators"] == frame.height * expected else None
     return _fast_table(frame, header) if _quoted_rows_regular(data, spec, header, expected) else None
 
 
