@@ -167,6 +167,9 @@ def test_demo_data_ingests_with_expected_counts():
     retail = sources["online_retail"]["tables"]
     assert retail["customers"]["reasons"] == {"customer_id: missing value": 135_080}
     assert result.tables[c.CUSTOMERS].height == 4_372 + 64_000 + 45_211
+    assert {t: v["rows"] for t, v in result.report["tables"].items()} == {
+        name: frame.height for name, frame in result.tables.items()
+    }
     exposures = result.tables[c.CAMPAIGN_EXPOSURES]
     visit_rate = exposures.filter(pl.col(c.SOURCE) == "hillstrom").group_by(c.ARM).agg(pl.col(c.VISIT).mean())
     rates = dict(visit_rate.rows())
@@ -174,3 +177,33 @@ def test_demo_data_ingests_with_expected_counts():
     returns = result.tables[c.EVENTS].filter(pl.col(c.EVENT_TYPE) == "return")
     assert returns.height > 0 and returns[c.QUANTITY].min() > 0
     assert result.tables[c.SESSIONS][c.PURCHASED].sum() > 1_800
+
+
+def test_identity_columns_are_overwritten_before_any_other_use(raw_dir):
+    _orders(raw_dir)
+    mapping = orders_mapping(derive={"copy": "concat('id-', client)"})
+    mapping["tables"]["events"]["columns"]["session_id"] = "copy"
+    result = run(raw_dir, mapping)
+    sessions = result.tables[c.EVENTS][c.SESSION_ID].to_list()
+    assert sessions == [f"id-{pseudonym(x, KEY)}" for x in ("c1", "c1", "c2")]
+
+
+def test_ids_repeated_across_sources_are_an_error(raw_dir):
+    import pytest
+
+    from mapwise.errors import MapwiseError
+
+    write(raw_dir / "a.csv", "sid,pages\ns-1,3\ns-2,4\n")
+    write(raw_dir / "b.csv", "sid,pages\ns-2,5\n")
+
+    def sessions(name: str, pattern: str) -> dict:
+        return {"name": name, "read": {"pattern": pattern}, "casts": {"pages": "int"},
+                "tables": {"sessions": {"columns": {"session_id": "sid", "product_pages": "pages"}}}}
+
+    with pytest.raises(MapwiseError, match=r"sessions: id 's-2' comes from more than one of web_a, web_b"):
+        run(raw_dir, sessions("web_a", "a.csv"), sessions("web_b", "b.csv"))
+    write(raw_dir / "b.csv", "sid,pages\ns-3,5\ns-3,6\n")
+    result = run(raw_dir, sessions("web_a", "a.csv"), sessions("web_b", "b.csv"))
+    assert result.tables[c.SESSIONS][c.SESSION_ID].to_list() == ["s-1", "s-2", "s-3"]
+    q = result.quarantine[c.SESSIONS]
+    assert q.select(c.Q_LINE, c.Q_COLUMN, c.Q_REASON, c.Q_VALUE).rows() == [(3, "session_id", "duplicate id", "first at b.csv:2")]

@@ -7,7 +7,6 @@ was already read (same sha256) is skipped and reported, not counted twice.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +126,14 @@ def _merge_dimension(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     return merged.select(list(contract.dtypes)).sort(contract.key)
 
 
+def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
+    """Quarantined rows per 'column: reason', most frequent first."""
+    column, reason = pl.col(c.Q_COLUMN), pl.col(c.Q_REASON)
+    label = pl.when(column.is_not_null()).then(pl.concat_str([column, pl.lit(": "), reason])).otherwise(reason)
+    counts = bad_rows.group_by(label.alias("reason")).len().sort(["len", "reason"], descending=[True, False])
+    return dict(counts.iter_rows())
+
+
 def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, str]) -> tuple[dict, dict, dict]:
     files_report, candidates, rejected = [], {t: [] for t in mapping.tables}, {t: [] for t in mapping.tables}
     rows_read = 0
@@ -166,15 +173,12 @@ def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, 
                 f"{bad_rows.height} quarantined != {rows_read} read"
             )
         accepted[table], quarantined[table] = frame, bad_rows
-        reasons = Counter(
-            f"{col}: {reason}" if col else reason
-            for col, reason in bad_rows.select(c.Q_COLUMN, c.Q_REASON).iter_rows()
-        )
+        reasons = _reason_counts(bad_rows)
         tables_report[table] = {
             "read": rows_read,
             "accepted": frame.height,
             "quarantined": bad_rows.height,
-            "reasons": dict(reasons.most_common()),
+            "reasons": reasons,
         }
     report = {"files": files_report, "rows_read": rows_read, "tables": tables_report}
     return accepted, quarantined, report
@@ -203,7 +207,7 @@ def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes) -> IngestResult:
         quarantine[name] = QUARANTINE_SCHEMA.validate(bad.sort(c.SOURCE, c.Q_FILE, c.Q_LINE, maintain_order=True))
         read = sum(sources_report[m.name]["rows_read"] for m in mappings if name in m.tables)
         tables_report[name] = {
-            "rows": frame.height,
+            "rows": tables[name].height,
             "read": read,
             "accepted": sum(p.height for p in parts[name]),
             "quarantined": bad.height,
