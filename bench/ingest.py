@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import os
 import platform
 import time
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mapwise import columns as c
 from mapwise.ingest import ingest
 from mapwise.mapping.spec import load_mapping
 
@@ -105,14 +105,14 @@ def main() -> None:
     results.append(measure("online_retail", DATA, retail, mapping, args.repeats))
     synthetic = DATA / "synthetic" / "synthetic_events.csv"
     marker = synthetic.with_suffix(".rows")
-    if not synthetic.exists() or marker.read_text() != str(args.rows) if marker.exists() else True:
+    if not (synthetic.exists() and marker.exists() and marker.read_text() == str(args.rows)):
         print(f"generating {args.rows:,} synthetic events ...", flush=True)
         synthetic_events(synthetic, args.rows)
         marker.write_text(str(args.rows))
     mapping = ROOT / "bench" / "mappings" / "synthetic_events.yaml"
     results.append(measure("synthetic_events", synthetic.parent, synthetic, mapping, args.repeats))
     report = {
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(), "polars": pl.__version__},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "polars": pl.__version__},
         "target": {"rows_per_s": 1_000_000, "max_ratio_to_bare_read": 3.0},
         "results": results,
     }
