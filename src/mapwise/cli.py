@@ -23,6 +23,7 @@ from mapwise.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
 from mapwise.ingest import validate_rows
 from mapwise.mapping.apply import map_file
+from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
 from mapwise.mapping.readers import decompress, read_raw
 from mapwise.mapping.spec import load_mapping
 from mapwise.params import load_params
@@ -86,7 +87,7 @@ def mapping_preview(
             good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name)
             bad = pl.concat([mapped.rejected[table], invalid])
             console.rule(f"{table}: {good.height:,} accepted, {bad.height:,} rejected of {raw.rows_read:,}")
-            print(good.drop("__line__", "__file__").head(rows))
+            print(good.drop(LINE_COLUMN, FILE_COLUMN).head(rows))
             if bad.height:
                 print(bad.group_by("column", "reason").len().sort("len", descending=True))
 

@@ -8,6 +8,7 @@ later step sees it, so no raw customer id can reach a table.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -61,8 +62,6 @@ class ReadSpec(_Strict):
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:
-        import codecs
-
         try:
             return codecs.lookup(value).name
         except LookupError:
