@@ -16,6 +16,7 @@ import ast
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import polars as pl
 
@@ -189,8 +190,9 @@ class _Compiler:
         return build([self.visit(a) for a in args], args)
 
 
+@lru_cache(maxsize=4096)
 def compile_expression(text: str) -> Compiled:
-    """Compile one mapping expression; raise ExpressionError on anything outside the language."""
+    """Compile one mapping expression (cached: mappings ask for the same text at several steps)."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
