@@ -41,11 +41,11 @@ def load_key(key_file: Path) -> bytes:
 
 def pseudonym(raw_id: str, key: bytes) -> str:
     """The pseudonym of one raw id."""
-    return hmac.new(key, raw_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_LENGTH]
+    return pseudonyms([raw_id], key)[0]
 
 
-def _pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
-    """`pseudonym` for many ids, reusing the keyed hash state (same digests, ~3x faster)."""
+def pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
+    """The pseudonyms of many raw ids, reusing the keyed hash state (~3x faster than one HMAC each)."""
     keyed = hmac.new(key, digestmod=hashlib.sha256)
     out = []
     for raw_id in raw_ids:
@@ -57,8 +57,9 @@ def _pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
     """Replace every id by its pseudonym (nulls and blanks become null); each distinct id is hashed once."""
-    distinct = ids.cast(pl.String).drop_nulls().unique()
+    text = ids.cast(pl.String)
+    distinct = text.drop_nulls().unique()
     stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
     keep = stripped != ""
-    digests = pl.Series(_pseudonyms(stripped.filter(keep).to_list(), key), dtype=pl.String)
-    return ids.cast(pl.String).replace_strict(distinct.filter(keep), digests, default=None, return_dtype=pl.String)
+    digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), key), dtype=pl.String)
+    return text.replace_strict(distinct.filter(keep), digests, default=None, return_dtype=pl.String)

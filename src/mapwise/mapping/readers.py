@@ -101,7 +101,7 @@ def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
     header = _header_lines(spec)
     counts: dict[str, int] = {}
 
-    def count() -> None:  # runs while polars parses (both release the core to each other)
+    def count() -> None:  # runs on a thread while polars parses (polars releases the GIL)
         head_end = 0
         for _ in range(header):
             head_end = data.find(b"\n", head_end) + 1
