@@ -50,11 +50,17 @@ def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
     return frame.select(pl.reduce(lambda a, b: a ^ b, [pl.col(c).hash(seed=i) for i, c in enumerate(cols)])).to_series()
 
 
-def _deduplicate(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence."""
+def _deduplicate(
+    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence.
+
+    Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked.
+    """
     rejected = []
     content = [col for col in contract.dtypes if col not in (contract.key, c.SOURCE)]
-    for cols, reason in ((content, "duplicate row"), ([contract.key], "duplicate id")):
+    checks = [(content, "duplicate row")] + ([([contract.key], "duplicate id")] if ids_mapped else [])
+    for cols, reason in checks:
         if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
             continue  # cheap hashed check first: distinct hashes mean distinct rows
         first = pl.concat_str([pl.lit("first at "), pl.col(FILE_COLUMN), pl.lit(":"), pl.col(LINE_COLUMN)])
@@ -106,9 +112,11 @@ def validate_rows(frame: pl.DataFrame, contract: Contract, source: str) -> tuple
 
 
 def _unique_ids(frame: pl.DataFrame, contract: Contract, sources: list[str]) -> pl.DataFrame:
-    """The fact table, after checking that no id repeats (hashes first: exact and cheap when none do)."""
+    """The fact table, after checking that no id comes from two sources (each source is deduplicated)."""
+    if len(sources) < 2:
+        return frame
     ids = frame[contract.key]
-    if ids.hash().n_unique() != frame.height and ids.is_duplicated().any():
+    if _row_hashes(frame, [contract.key]).n_unique() != frame.height and ids.is_duplicated().any():
         example = ids.filter(ids.is_duplicated())[0]
         raise MapwiseError(
             f"{contract.name}: id '{example}' comes from more than one of {', '.join(sources)}; "
@@ -161,7 +169,8 @@ def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, 
         frame = pl.concat(candidates[table]) if candidates[table] else contract.empty()
         bad = [*rejected[table]]
         if contract.kind == "fact" and candidates[table]:
-            frame, dups = _deduplicate(frame, contract, mapping.name)
+            ids_mapped = contract.key in mapping.tables[table].columns
+            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped)
             bad.append(dups)
         if candidates[table]:
             frame, invalid = validate_rows(frame, contract, mapping.name)
@@ -199,13 +208,14 @@ def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes) -> IngestResult:
     tables, quarantine, tables_report = {}, {}, {}
     for name, contract in CONTRACTS.items():
         frame = pl.concat(parts[name]).select(list(contract.dtypes)) if parts[name] else contract.empty()
+        sources = [m.name for m in mappings if name in m.tables]
         if contract.kind == "dimension":
             tables[name] = contract.schema.validate(_merge_dimension(frame, contract))
         else:  # rows were validated per source; ids must not repeat across sources either
-            tables[name] = _unique_ids(frame, contract, [m.name for m in mappings if name in m.tables])
+            tables[name] = _unique_ids(frame, contract, sources)
         bad = pl.concat(bad_parts[name]) if bad_parts[name] else _empty_quarantine()
         quarantine[name] = QUARANTINE_SCHEMA.validate(bad.sort(c.SOURCE, c.Q_FILE, c.Q_LINE, maintain_order=True))
-        read = sum(sources_report[m.name]["rows_read"] for m in mappings if name in m.tables)
+        read = sum(sources_report[source]["rows_read"] for source in sources)
         tables_report[name] = {
             "rows": tables[name].height,
             "read": read,
