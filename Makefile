@@ -26,7 +26,9 @@ install: $(STAMP) ## create or refresh .venv with the locked versions
 demo: $(STAMP) ## run the whole pipeline (dvc repro) on the bundled demo data
 	dvc repro
 	@mapwise report ingest reports/ingest.json
-	@echo "Canonical tables: data/canonical/  quarantine: data/quarantine/  report: reports/ingest.json"
+	@mapwise report evaluate reports/evaluate.json
+	@echo "Canonical tables: data/canonical/ (quarantine: data/quarantine/); profiles: data/profiles/ and reports/profile.html"
+	@echo "Models: models/; quality: reports/evaluate.json, reports/plots/; runs: mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(STAMP) ## run the test suite (quick: skips slow and gpu tests)
 	python -m pytest -q

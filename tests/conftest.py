@@ -74,3 +74,78 @@ def raw_dir(tmp_path: Path) -> Path:
 
 def dump_mapping(path: Path, mapping: dict) -> Path:
     return write(path, yaml.safe_dump(mapping, sort_keys=False))
+
+
+# A tiny shop for the learning stages: each customer walks a cycle of items (i -> i + 1), so a
+# sequence model has something real to learn; purchases span the training, validation and test windows.
+TINY_CUTOFF = "2024-03-01T00:00:00Z"
+
+
+def tiny_events(customers: int = 80, items: int = 15, steps: int = 24, seed: int = 0):
+    import numpy as np
+    import polars as pl
+
+    from mapwise.contracts import CONTRACTS
+    from mapwise.privacy import pseudonym
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    from datetime import datetime, timedelta
+
+    start = datetime(2024, 1, 1)
+    for cu in range(customers):
+        item = int(rng.integers(items))
+        offsets = np.sort(rng.choice(np.arange(0, 90 * 24), size=steps, replace=False))  # hours over 90 days
+        for n, hours in enumerate(offsets):
+            rows.append((pseudonym(f"c{cu}", KEY), f"i{(item + n) % items}", start + timedelta(hours=int(hours))))
+    frame = pl.DataFrame(rows, schema=["customer_id", "item_id", "timestamp"], orient="row")
+    contract = CONTRACTS["events"]
+    return frame.with_columns(
+        pl.format("tiny:{}", pl.int_range(pl.len())).alias("event_id"),
+        pl.lit("purchase").alias("event_type"),
+        pl.col("timestamp").dt.replace_time_zone("UTC").dt.cast_time_unit("us"),
+        pl.lit(1, pl.Int32).alias("quantity"),
+        pl.lit(2.5).alias("value"),
+        pl.lit(None, pl.String).alias("session_id"),
+        pl.lit("web").alias("channel"),
+        pl.lit("tiny").alias("source"),
+    ).select(list(contract.dtypes))
+
+
+def tiny_project(root: Path, **train_overrides) -> Path:
+    """A project folder with canonical tiny tables and params shrunk for tests (CPU, tiny models)."""
+    import polars as pl
+
+    from mapwise.contracts import CONTRACTS
+
+    canonical = root / "data" / "canonical"
+    canonical.mkdir(parents=True, exist_ok=True)
+    events = tiny_events()
+    events.write_parquet(canonical / "events.parquet")
+    items = events.select(pl.col("item_id").unique().sort())
+    for name in ("customers", "items"):
+        contract = CONTRACTS[name]
+        key = events.select(pl.col(contract.key).unique().sort()) if name == "customers" else items
+        key.with_columns([pl.lit(None, dt).alias(col) for col, dt in contract.dtypes.items() if col != contract.key]
+                         ).select(list(contract.dtypes)).write_parquet(canonical / f"{name}.parquet")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["split"].update(cutoff=TINY_CUTOFF, validation_days=10, horizon_days=30)
+    params["train"].update(batch_size=64, max_epochs=2, patience=2, accelerator="cpu", devices=1)
+    params["train"]["model"].update(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
+    params["train"].update(train_overrides)
+    params["tracking"]["uri"] = "sqlite:///mlflow.db"
+    params["evaluate"].update(bootstrap=200, ks=[5, 10])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", f"pipelines.{verb}", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)

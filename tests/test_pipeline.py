@@ -45,7 +45,7 @@ def _run(cmd: list[str], root: Path) -> subprocess.CompletedProcess:
 
 def test_stage_writes_tables_quarantine_and_report(tmp_path):
     root = _project(tmp_path)
-    done = _run([sys.executable, "pipelines/ingest.py"], root)
+    done = _run([sys.executable, "-m", "pipelines.ingest"], root)
     assert done.returncode == 0, done.stderr
     assert "canonical rows" in done.stdout
     events = pl.read_parquet(root / "data/canonical/events.parquet")
@@ -59,23 +59,23 @@ def test_stage_writes_tables_quarantine_and_report(tmp_path):
 
 def test_stage_user_errors_are_one_line(tmp_path):
     root = _project(tmp_path, lambda p: p["ingest"].update(sources=["nope"]))
-    done = _run([sys.executable, "pipelines/ingest.py"], root)
+    done = _run([sys.executable, "-m", "pipelines.ingest"], root)
     assert done.returncode == 1
     assert done.stderr == "ingest: mappings/nope.yaml: cannot read mapping (No such file or directory)\n"
     root = _project(tmp_path / "2", lambda p: p["ingest"].update(raw_dirr="x"))
-    done = _run([sys.executable, "pipelines/ingest.py"], root)
+    done = _run([sys.executable, "-m", "pipelines.ingest"], root)
     assert done.returncode == 1 and done.stderr == "ingest: params.yaml: ingest.raw_dirr: unknown key\n"
-    assert _run([sys.executable, "pipelines/ingest.py", "--help"], root).returncode == 0
+    assert _run([sys.executable, "-m", "pipelines.ingest", "--help"], root).returncode == 0
 
 
 def test_dvc_repro_and_push(tmp_path):
     root = _project(tmp_path)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    for cmd in (["git", "init", "-q"], ["dvc", "repro"], ["dvc", "push"], ["dvc", "status"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "repro", "ingest"], ["dvc", "push"], ["dvc", "status", "ingest"]):
         done = _run(cmd, root)
         assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
     assert "up to date" in done.stdout
     assert (root / "dvc.lock").exists()
     assert any((root / ".dvc-remote").rglob("*")), "dvc push stored nothing in the default local remote"
-    again = _run(["dvc", "repro"], root)
+    again = _run(["dvc", "repro", "ingest"], root)
     assert "didn't change, skipping" in again.stdout

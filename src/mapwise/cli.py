@@ -1,6 +1,6 @@
 """The `mapwise` command line: check and try mappings, inspect contracts, params and reports.
 
-Pipeline stages run through `dvc repro` (or `python pipelines/<verb>.py`); this tool helps write
+Pipeline stages run through `dvc repro` (or `python -m pipelines.<verb>`); this tool helps write
 and inspect what they use.
 """
 
@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mapwise import columns as c
 from mapwise.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
 from mapwise.ingest import validate_rows
@@ -27,15 +28,17 @@ from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
 from mapwise.mapping.readers import decompress, read_raw
 from mapwise.mapping.spec import load_mapping
 from mapwise.params import load_params
-from mapwise.report import print_ingest_report
+from mapwise.report import print_evaluate_report, print_ingest_report
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 mapping_app = typer.Typer(help="Check and try source mappings.", no_args_is_help=True)
 report_app = typer.Typer(help="Show stage reports.", no_args_is_help=True)
 params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
+profile_app = typer.Typer(help="Look up customer profiles.", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(report_app, name="report")
 app.add_typer(params_app, name="params")
+app.add_typer(profile_app, name="profile")
 console = Console()
 
 
@@ -113,11 +116,55 @@ def contracts(table: Annotated[str | None, typer.Argument(help="one table; all w
 @_friendly
 def report_ingest(path: Annotated[Path, typer.Argument(help="report file")] = Path("reports/ingest.json")) -> None:
     """Summarise an ingest report: rows read, accepted and quarantined per source and table."""
+    print_ingest_report(_read_json(path), console)
+
+
+def _read_json(path: Path) -> dict:
     try:
-        report = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise MapwiseError(f"{path}: cannot read the report ({err})") from None
-    print_ingest_report(report, console)
+
+
+@report_app.command("evaluate")
+@_friendly
+def report_evaluate(path: Annotated[Path, typer.Argument(help="report file")] = Path("reports/evaluate.json")) -> None:
+    """The quality table: every model and baseline, NDCG@10 with its bootstrap interval."""
+    print_evaluate_report(_read_json(path), console=console)
+
+
+@app.command("tune")
+@_friendly
+def tune_command(
+    params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
+    trials: Annotated[int | None, typer.Option(help="trials to run (default: tune.trials)")] = None,
+) -> None:
+    """Search train hyper-parameters with Optuna (space in params `tune`), each trial an MLflow child run.
+
+    Needs the split stage's output. Writes the best values to tune.out and as a params fragment beside it.
+    """
+    import tempfile
+
+    import yaml
+
+    from mapwise.split import load_split
+    from mapwise.tune import params_fragment, tune
+
+    params = load_params(params_file)
+    split = load_split(params.split.out_dir)
+    with tempfile.TemporaryDirectory(prefix="mapwise-tune-") as work:
+        result = tune(split, params, work_dir=Path(work), trials=trials)
+    out = params.tune.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": params.tune.model, "best_val_ndcg@10": round(result.best_value, 5),
+                               "best_params": result.best_params, "trials": result.trials, "pruned": result.pruned,
+                               "mlflow_parent_run": result.parent_run_id}, indent=2) + "\n")
+    fragment = out.with_suffix(".params.yaml")
+    fragment.write_text(yaml.safe_dump(params_fragment(result.best_params), sort_keys=False))
+    console.print(
+        f"best validation NDCG@10 {result.best_value:.4f} after {result.trials} trials ({result.pruned} pruned).\n"
+        f"Adopt it by merging {fragment} into params.yaml, then `dvc repro`.", highlight=False, soft_wrap=True,
+    )
 
 
 @params_app.command("check")
@@ -126,3 +173,33 @@ def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Pat
     """Validate params.yaml against the typed model."""
     params = load_params(path)
     console.print(f"{path}: ok (sections: {', '.join(type(params).model_fields)})", highlight=False, soft_wrap=True)
+
+
+_RECENT_SHOWN = 10  # recent items listed by `profile show`
+
+
+@profile_app.command("show")
+@_friendly
+def profile_show(
+    customer: Annotated[str, typer.Argument(help="customer id (pseudonym)")],
+    profiles: Annotated[Path, typer.Option(help="profiles table")] = Path("data/profiles/profiles.parquet"),
+) -> None:
+    """Show one customer's profile: RFM, segment, interests and most recent items."""
+    try:
+        table = pl.scan_parquet(profiles).filter(pl.col(c.CUSTOMER_ID) == customer).collect()
+    except (OSError, pl.exceptions.PolarsError) as err:
+        problem = type(err).__name__
+        raise MapwiseError(f"{profiles}: cannot read profiles ({problem}; run the profile stage first?)") from None
+    if table.is_empty():
+        raise MapwiseError(f"{profiles}: no profile for customer '{customer}'")
+    row = table.row(0, named=True)
+    items = row.pop(c.RECENT_ITEMS)
+    shown = ("… " if len(items) > _RECENT_SHOWN else "") + ", ".join(items[-_RECENT_SHOWN:])
+    out = Table(title=f"customer {customer}", title_justify="left", show_header=False)
+    out.add_column("field", style="bold")
+    out.add_column("value")
+    for name, value in row.items():
+        text = f"{value:,.2f}" if isinstance(value, float) else "–" if value is None else str(value)
+        out.add_row(name, text)
+    out.add_row(f"{c.RECENT_ITEMS} ({len(items)}, oldest first)", shown)
+    console.print(out)

@@ -79,3 +79,32 @@ Q_LINE = "line"
 Q_COLUMN = "column"
 Q_REASON = "reason"
 Q_VALUE = "value"
+
+# event types the profiles read
+PURCHASE = "purchase"
+RETURN = "return"
+
+# profiles (one row per customer as of a cutoff)
+PROFILES = "profiles"
+AS_OF = "as_of"
+RECENCY_DAYS = "recency_days"
+FREQUENCY = "frequency"
+MONETARY = "monetary"
+TENURE_DAYS = "tenure_days"
+AVG_BASKET_VALUE = "avg_basket_value"
+DISTINCT_ITEMS = "distinct_items"
+PURCHASES = "purchases"
+RETURNS = "returns"
+RETURN_RATE = "return_rate"
+TOP_CATEGORY = "top_category"
+INTERESTS = "interests"
+PREFERRED_CHANNEL = "preferred_channel"
+RECENT_ITEMS = "recent_items"
+R_SCORE = "r_score"
+F_SCORE = "f_score"
+M_SCORE = "m_score"
+SEGMENT = "segment"
+SEGMENTS = (
+    "champions", "loyal", "potential_loyalists", "new", "promising",
+    "need_attention", "at_risk", "cant_lose", "hibernating", "lost",
+)

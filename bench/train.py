@@ -1,0 +1,87 @@
+"""Training and scoring throughput of the sequence models on the split in params (run `dvc repro split` first).
+
+Writes bench/results/train.json: per model, training examples/s and seconds for one epoch, full-ranking
+evaluation throughput (customers/s over the whole catalogue) and the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mapwise.evaluate import network_scorer
+from mapwise.metrics import top_k
+from mapwise.models.module import RecommenderModule
+from mapwise.models.sequences import customer_sequences, next_item_examples, sequence_chunks
+from mapwise.params import load_params
+from mapwise.split import HISTORY, load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_model(name: str, split, p, repeats: int) -> dict:
+    torch.manual_seed(0)
+    module = RecommenderModule(name, split.n_items, p.model.model_dump(), p.lr, p.weight_decay, p.optimizer)
+    make = sequence_chunks if module.net.every_position else next_item_examples
+    inputs, targets = make(customer_sequences(split.train), p.model.max_len)
+    examples = int((targets != 0).sum()) if targets.ndim == 2 else len(targets)
+    loader = DataLoader(TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets)), batch_size=p.batch_size,
+                        shuffle=True)
+    trainer = L.Trainer(accelerator=p.accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    epoch_s = time.perf_counter() - start
+    histories = [np.asarray(h) for h in split.test[HISTORY].to_list()]
+    score = network_scorer(module.net.eval())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        top_k(score(histories), 10)
+        times.append(time.perf_counter() - start)
+    return {
+        "model": name,
+        "train_examples": examples,
+        "epoch_s": round(epoch_s, 2),
+        "train_examples_per_s": round(examples / epoch_s),
+        "eval_customers": len(histories),
+        "eval_customers_per_s": round(len(histories) / min(times)),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--repeats", type=int, default=3, help="scoring timings keep the best of N")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    split = load_split(ROOT / params.split.out_dir)
+    results = [bench_model(name, split, params.train, args.repeats) for name in params.train.models]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+        "data": {"items": split.n_items, "train_interactions": split.train.height},
+        "model": params.train.model.model_dump(),
+        "batch_size": params.train.batch_size,
+        "results": results,
+    }
+    out = ROOT / "bench" / "results" / "train.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in results:
+        print(f"{r['model']}: epoch {r['epoch_s']} s ({r['train_examples_per_s']:,} examples/s), "
+              f"scoring {r['eval_customers_per_s']:,} customers/s over {split.n_items:,} items, peak {r['peak_rss_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()

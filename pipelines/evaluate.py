@@ -1,0 +1,95 @@
+"""DVC stage `evaluate`: full-ranking metrics of models and baselines on the test window (params: evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from mapwise import columns as c  # noqa: E402
+from mapwise.baselines import build_baseline  # noqa: E402
+from mapwise.errors import MapwiseError  # noqa: E402
+from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
+from mapwise.models.training import load_network  # noqa: E402
+from mapwise.params import Params, load_params  # noqa: E402
+from mapwise.profiles import build_profiles  # noqa: E402
+from mapwise.report import print_evaluate_report  # noqa: E402
+from mapwise.split import load_split  # noqa: E402
+
+NEW_CUSTOMER_DAYS = 90  # customers whose first purchase is this recent count as new
+
+
+def _slices(params: Params) -> dict[str, dict[str, str]]:
+    """Customer labels as of the cutoff (point in time): RFM segment, and new vs returning."""
+    if params.split.method != "temporal":
+        return {}
+    tables = {t: pl.read_parquet(params.ingest.canonical_dir / f"{t}.parquet") for t in ("events", "customers", "items")}
+    profiles = build_profiles(
+        tables["events"], tables["customers"], tables["items"], as_of=params.split.cutoff,
+        sequence_length=params.profile.sequence_length, category_tokens=params.profile.category_tokens,
+    )
+    new = pl.when(pl.col(c.TENURE_DAYS) < NEW_CUSTOMER_DAYS).then(pl.lit("new")).otherwise(pl.lit("returning"))
+    labels = profiles.select(c.CUSTOMER_ID, c.SEGMENT, new.alias("tenure"))
+    return {name: dict(labels.select(c.CUSTOMER_ID, name).iter_rows()) for name in (c.SEGMENT, "tenure")}
+
+
+def _plots(report: dict, ks: list[int], folder: Path) -> None:
+    """Metric vs K per variant: CSV for `dvc plots`, one PNG to look at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(6 * len(VARIANTS), 4), sharey=True)
+    for ax, variant in zip(axes, VARIANTS, strict=True):
+        recs = report[variant]["recommenders"]
+        rows = [{"k": k, **{name: m[f"ndcg@{k}"] for name, m in recs.items()}} for k in ks]
+        pl.DataFrame(rows).write_csv(folder / f"ndcg_{variant}.csv")
+        for name in recs:
+            ax.plot(ks, [m[name] for m in rows], marker="o", label=name)
+        ax.set(title=f"{variant.replace('_', ' ')}", xlabel="K", ylabel="NDCG@K")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(folder / "ndcg_vs_k.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        p = params.evaluate
+        split = load_split(params.split.out_dir)
+        scorers = {}
+        for name in p.baselines:
+            baseline = build_baseline(name, popularity_window_days=p.popularity_window_days,
+                                      knn_neighbours=p.knn_neighbours)
+            scorers[name] = baseline.fit(split.train, split.n_items).score
+        for name in params.train.models:
+            path = params.train.out_dir / f"{name}.pt"
+            if not path.exists():
+                raise MapwiseError(f"{path}: not found; run the train stage first")
+            scorers[name] = network_scorer(load_network(path))
+        report = evaluate(split, scorers, ks=sorted(p.ks), slices=_slices(params), baselines=p.baselines,
+                          bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
+    except MapwiseError as err:
+        print(f"evaluate: {err}", file=sys.stderr)
+        return 1
+    p.report.parent.mkdir(parents=True, exist_ok=True)
+    report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),
+                       "horizon_end": (params.split.cutoff + timedelta(days=params.split.horizon_days)).isoformat()}
+    p.report.write_text(json.dumps(report, indent=2) + "\n")
+    _plots(report, sorted(p.ks), p.plots_dir)
+    print_evaluate_report(report, p.headline_k)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""DVC stage `profile`: one point-in-time profile per customer, with an HTML report (params: profile, ingest)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from mapwise import columns as c
+from mapwise.errors import MapwiseError
+from mapwise.params import load_params
+from mapwise.profile_report import print_profile_summary, write_profile_report
+from mapwise.profiles import build_profiles, default_as_of
+
+
+def _read(folder: Path, table: str) -> pl.DataFrame:
+    path = folder / f"{table}.parquet"
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise MapwiseError(f"{path}: cannot read ({type(err).__name__}; run the ingest stage first?)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        p = params.profile
+        events, customers, items = (_read(params.ingest.canonical_dir, t) for t in (c.EVENTS, c.CUSTOMERS, c.ITEMS))
+        as_of = p.as_of or default_as_of(events)
+        profiles = build_profiles(events, customers, items, as_of=as_of, sequence_length=p.sequence_length,
+                                  category_tokens=p.category_tokens)
+        if profiles.is_empty():
+            raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
+    except MapwiseError as err:
+        print(f"profile: {err}", file=sys.stderr)
+        return 1
+    p.out.parent.mkdir(parents=True, exist_ok=True)
+    profiles.write_parquet(p.out)
+    write_profile_report(profiles, p.report)
+    print_profile_summary(profiles)
+    print(f"profiles: {p.out}  report: {p.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

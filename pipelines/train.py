@@ -1,0 +1,85 @@
+"""DVC stage `train`: fit each sequence model on the split, select on validation (params: train, tracking)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from lightning.pytorch.utilities import rank_zero_only
+
+from mapwise.errors import MapwiseError
+from mapwise.models.training import export_network, train_model
+from mapwise.params import load_params
+from mapwise.split import load_split
+from mapwise.tracking import mlflow_logger
+
+CHECKPOINTS = Path(".mapwise/checkpoints")
+
+
+def _git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _data_version(split_dir: Path) -> str:
+    """The md5 DVC recorded for the split this run trains on (dvc.lock), if any."""
+    try:
+        lock = yaml.safe_load(Path("dvc.lock").read_text())
+        outs = lock["stages"]["split"]["outs"]
+        return next(o["md5"] for o in outs if Path(o["path"]) == split_dir)
+    except (OSError, KeyError, StopIteration, TypeError):
+        return "unknown"
+
+
+@rank_zero_only
+def _write_outputs(results: list, out_dir: Path, plots_dir: Path, report: Path) -> None:
+    summary = {}
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        export_network(r.checkpoint, out_dir / f"{r.name}.pt")
+        summary[r.name] = {
+            "val_ndcg@10": round(r.best_score, 5),
+            "best_epoch": r.best_epoch,
+            "epochs": r.epochs,
+            "resumed_after_epochs": r.resumed_after_epochs,
+            "seconds": round(r.seconds, 1),
+        }
+        with open(plots_dir / f"{r.name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_ndcg@10"])
+            writer.writeheader()
+            writer.writerows(r.curve)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(summary, indent=2) + "\n")
+    for name, s in summary.items():
+        print(f"train {name}: val NDCG@10 {s['val_ndcg@10']:.4f} (epoch {s['best_epoch']}, {s['seconds']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        split = load_split(params.split.out_dir)
+    except MapwiseError as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 1
+    p = params.train
+    tags = {"mapwise.stage": "train", "git_commit": _git_commit(), "data_version": _data_version(params.split.out_dir)}
+    results = []
+    for name in p.models:
+        logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})
+        logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models"}),
+                                **p.model.model_dump()})
+        results.append(train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty()))
+    _write_outputs(results, p.out_dir, params.evaluate.plots_dir / "train", p.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
