@@ -47,14 +47,10 @@ class _Curve(Callback):
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch, VAL_METRIC: float(metrics[VAL_METRIC])}
-        if "train_loss" in metrics:
-            row["train_loss"] = float(metrics["train_loss"])
-        self.rows.append(row)
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics  # validation has run by now, and the epoch's train loss is in
+        row = {"epoch": trainer.current_epoch, "train_loss": float(metrics["train_loss"])}
+        self.rows.append({**row, VAL_METRIC: float(metrics[VAL_METRIC])})
 
 
 def resolve_precision(p: TrainParams) -> str:
