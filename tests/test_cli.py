@@ -11,7 +11,7 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     "command",
     [[], ["mapping"], ["mapping", "check"], ["mapping", "preview"], ["contracts"], ["report"], ["report", "ingest"],
-     ["params"], ["params", "check"]],
+     ["report", "evaluate"], ["profile"], ["profile", "show"], ["tune"], ["params"], ["params", "check"]],
     ids=lambda c: " ".join(c) or "mapwise",
 )
 def test_every_command_has_help(command):

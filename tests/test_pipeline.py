@@ -79,3 +79,43 @@ def test_dvc_repro_and_push(tmp_path):
     assert any((root / ".dvc-remote").rglob("*")), "dvc push stored nothing in the default local remote"
     again = _run(["dvc", "repro", "ingest"], root)
     assert "didn't change, skipping" in again.stdout
+
+
+def test_whole_pipeline_then_a_train_param_reruns_only_train_and_evaluate(tmp_path):
+    from conftest import tiny_events, tiny_project
+
+    root = tiny_project(tmp_path / "project", models=["gru"], max_epochs=1)
+    for name in ("dvc.yaml", "pipelines", "src/mapwise"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__")) if (
+            REPO / name).is_dir() else shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    (root / "raw").mkdir()
+    timestamps = pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S")
+    tiny_events().select("customer_id", "item_id", timestamps).write_csv(root / "raw" / "shop.csv")
+    dump_mapping(root / "mappings" / "shop.yaml", {
+        "name": "shop", "read": {"pattern": "shop.csv"}, "identity": "customer_id",
+        "timestamps": {"timestamp": {"format": "%Y-%m-%d %H:%M:%S"}},
+        "tables": {"events": {"columns": {"item_id": "item_id", "event_type": "'purchase'", "timestamp": "timestamp",
+                                          "quantity": "1"}}},
+    })
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"].update(raw_dir="raw", sources=["shop"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**_env(root), "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("git", "init", "-q").returncode == 0
+    done = run("dvc", "repro")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Data and pipelines are up to date" in run("dvc", "status").stdout
+    assert json.loads((root / "reports/evaluate.json").read_text())["all_items"]["recommenders"]["gru"]
+    params["train"]["lr"] = 0.002
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run("dvc", "status", "--json")
+    assert set(json.loads(status.stdout)) == {"train"}, status.stdout
+    again = run("dvc", "repro").stdout
+    for stage in ("ingest", "profile", "split"):
+        assert f"Stage '{stage}' didn't change, skipping" in again
+    assert "Running stage 'train'" in again and "Running stage 'evaluate'" in again
