@@ -44,7 +44,7 @@ def _slices(params: Params) -> dict[str, dict[str, str]]:
 def _plots(report: dict, ks: list[int], folder: Path) -> None:
     """Metric vs K per variant: CSV for `dvc plots`, one PNG to look at."""
     folder.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(6 * len(VARIANTS), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(6 * len(VARIANTS), 4))
     for ax, variant in zip(axes, VARIANTS, strict=True):
         recs = report[variant]["recommenders"]
         rows = [{"k": k, **{name: m[f"ndcg@{k}"] for name, m in recs.items()}} for k in ks]
