@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -19,10 +17,11 @@ from mapwise.baselines import build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
 from mapwise.models.training import load_network  # noqa: E402
-from mapwise.params import Params, load_params  # noqa: E402
+from mapwise.params import Params  # noqa: E402
 from mapwise.profiles import build_profiles  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
+from pipelines._stage import run, write_json  # noqa: E402
 
 NEW_CUSTOMER_DAYS = 90  # customers whose first purchase is this recent count as new
 
@@ -59,36 +58,29 @@ def _plots(report: dict, ks: list[int], folder: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        p = params.evaluate
-        split = load_split(params.split.out_dir)
-        scorers = {}
-        for name in p.baselines:
-            baseline = build_baseline(name, popularity_window_days=p.popularity_window_days,
-                                      knn_neighbours=p.knn_neighbours)
-            scorers[name] = baseline.fit(split.train, split.n_items).score
-        for name in params.train.models:
-            path = params.train.out_dir / f"{name}.pt"
-            if not path.exists():
-                raise MapwiseError(f"{path}: not found; run the train stage first")
-            scorers[name] = network_scorer(load_network(path))
-        report = evaluate(split, scorers, ks=sorted(p.ks), slices=_slices(params), baselines=p.baselines,
-                          bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
-    except MapwiseError as err:
-        print(f"evaluate: {err}", file=sys.stderr)
-        return 1
-    p.report.parent.mkdir(parents=True, exist_ok=True)
+def stage(params: Params) -> None:
+    p = params.evaluate
+    split = load_split(params.split.out_dir)
+    scorers = {}
+    for name in p.baselines:
+        baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours)
+        scorers[name] = baseline.fit(split.train, split.n_items).score
+    for name in params.train.models:
+        path = params.train.out_dir / f"{name}.pt"
+        if not path.exists():
+            raise MapwiseError(f"{path}: not found; run the train stage first")
+        scorers[name] = network_scorer(load_network(path))
+    report = evaluate(split, scorers, ks=sorted(p.ks), slices=_slices(params), baselines=p.baselines,
+                      bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
     report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),
                        "horizon_end": (params.split.cutoff + timedelta(days=params.split.horizon_days)).isoformat()}
-    p.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(p.report, report)
     _plots(report, sorted(p.ks), p.plots_dir)
     print_evaluate_report(report, p.headline_k)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("evaluate", __doc__, stage, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -10,9 +9,10 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.errors import MapwiseError
-from mapwise.params import load_params
+from mapwise.params import Params
 from mapwise.profile_report import print_profile_summary, write_profile_report
 from mapwise.profiles import build_profiles, default_as_of
+from pipelines._stage import run
 
 
 def _read(folder: Path, table: str) -> pl.DataFrame:
@@ -23,28 +23,23 @@ def _read(folder: Path, table: str) -> pl.DataFrame:
         raise MapwiseError(f"{path}: cannot read ({type(err).__name__}; run the ingest stage first?)") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        p = params.profile
-        events, customers, items = (_read(params.ingest.canonical_dir, t) for t in (c.EVENTS, c.CUSTOMERS, c.ITEMS))
-        as_of = p.as_of or default_as_of(events)
-        profiles = build_profiles(events, customers, items, as_of=as_of, sequence_length=p.sequence_length,
-                                  category_tokens=p.category_tokens)
-        if profiles.is_empty():
-            raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
-    except MapwiseError as err:
-        print(f"profile: {err}", file=sys.stderr)
-        return 1
+def stage(params: Params) -> None:
+    p = params.profile
+    events, customers, items = (_read(params.ingest.canonical_dir, t) for t in (c.EVENTS, c.CUSTOMERS, c.ITEMS))
+    as_of = p.as_of or default_as_of(events)
+    profiles = build_profiles(events, customers, items, as_of=as_of, sequence_length=p.sequence_length,
+                              category_tokens=p.category_tokens)
+    if profiles.is_empty():
+        raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
     p.out.parent.mkdir(parents=True, exist_ok=True)
     profiles.write_parquet(p.out)
     write_profile_report(profiles, p.report)
     print_profile_summary(profiles)
     print(f"profiles: {p.out}  report: {p.report}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("profile", __doc__, stage, argv)
 
 
 if __name__ == "__main__":

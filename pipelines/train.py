@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +10,11 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
-from mapwise.errors import MapwiseError
 from mapwise.models.training import export_network, train_model
-from mapwise.params import load_params
+from mapwise.params import Params
 from mapwise.split import load_split
 from mapwise.tracking import mlflow_logger
+from pipelines._stage import run, write_json
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
 
@@ -53,22 +51,13 @@ def _write_outputs(results: list, out_dir: Path, plots_dir: Path, report: Path) 
             writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_ndcg@10"])
             writer.writeheader()
             writer.writerows(r.curve)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(report, summary)
     for name, s in summary.items():
         print(f"train {name}: val NDCG@10 {s['val_ndcg@10']:.4f} (epoch {s['best_epoch']}, {s['seconds']} s)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        split = load_split(params.split.out_dir)
-    except MapwiseError as err:
-        print(f"train: {err}", file=sys.stderr)
-        return 1
+def stage(params: Params) -> None:
+    split = load_split(params.split.out_dir)
     p = params.train
     tags = {"mapwise.stage": "train", "git_commit": _git_commit(), "data_version": _data_version(params.split.out_dir)}
     results = []
@@ -78,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                                 **p.model.model_dump()})
         results.append(train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty()))
     _write_outputs(results, p.out_dir, params.evaluate.plots_dir / "train", p.report)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("train", __doc__, stage, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""What every stage entry point shares: `--params`, loading them, one-line errors, JSON reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mapwise.errors import MapwiseError
+from mapwise.params import Params, load_params
+
+
+def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[str] | None = None) -> int:
+    """Parse `--params`, load and validate them, run the stage; a MapwiseError is one line on stderr, exit 1."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipelines.{verb}", description=doc)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        stage(load_params(args.params))
+    except MapwiseError as err:
+        print(f"{verb}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_json(path: Path, data: object) -> None:
+    """A report file, indented, with its folder created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
