@@ -71,10 +71,11 @@ def window_tensors(histories: Sequence[np.ndarray], targets: Sequence[np.ndarray
 
 
 def config_hash(name: str, split: Split, p: TrainParams) -> str:
-    """Identifies a training run: model, params (hardware aside) and the data it sees."""
-    shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir"})
+    """Identifies a training run: model, params (hardware aside), the data it sees and the model code."""
+    shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir", "report"})
     data = f"{split.n_items}:{split.train.height}:{split.train['item_idx'].sum()}"
-    return hashlib.sha256(json.dumps([name, shaping, data], sort_keys=True).encode()).hexdigest()[:12]
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
+    return hashlib.sha256(json.dumps([name, shaping, data, code], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def train_model(
