@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, load_params
@@ -29,3 +32,15 @@ def write_json(path: Path, data: object) -> None:
     """A report file, indented, with its folder created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def lineage(split_dir: Path) -> dict[str, str]:
+    """The git commit of the code and the data version (the split's md5 in dvc.lock) a stage works from."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = done.stdout.strip() if done.returncode == 0 else "unknown"
+    try:
+        outs = yaml.safe_load(Path("dvc.lock").read_text())["stages"]["split"]["outs"]
+        data = next(o["md5"] for o in outs if Path(o["path"]) == split_dir)
+    except (OSError, KeyError, StopIteration, TypeError):
+        data = "unknown"
+    return {"git_commit": commit, "data_version": data}

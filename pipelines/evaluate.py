@@ -12,33 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from mapwise import columns as c  # noqa: E402
 from mapwise.baselines import build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
+from mapwise.slices import customer_slices  # noqa: E402
 from mapwise.models.training import load_network  # noqa: E402
 from mapwise.params import Params  # noqa: E402
-from mapwise.profiles import build_profiles  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
-
-NEW_CUSTOMER_DAYS = 90  # customers whose first purchase is this recent count as new
-
-
-def _slices(params: Params) -> dict[str, dict[str, str]]:
-    """Customer labels as of the cutoff (point in time): RFM segment, and new vs returning."""
-    if params.split.method != "temporal":
-        return {}
-    tables = {t: pl.read_parquet(params.ingest.canonical_dir / f"{t}.parquet") for t in ("events", "customers", "items")}
-    profiles = build_profiles(
-        tables["events"], tables["customers"], tables["items"], as_of=params.split.cutoff,
-        sequence_length=params.profile.sequence_length, category_tokens=params.profile.category_tokens,
-    )
-    new = pl.when(pl.col(c.TENURE_DAYS) < NEW_CUSTOMER_DAYS).then(pl.lit("new")).otherwise(pl.lit("returning"))
-    labels = profiles.select(c.CUSTOMER_ID, c.SEGMENT, new.alias("tenure"))
-    return {name: dict(labels.select(c.CUSTOMER_ID, name).iter_rows()) for name in (c.SEGMENT, "tenure")}
-
 
 def _plots(report: dict, ks: list[int], folder: Path) -> None:
     """Metric vs K per variant: CSV for `dvc plots`, one PNG to look at."""
@@ -70,7 +52,7 @@ def stage(params: Params) -> None:
         if not path.exists():
             raise MapwiseError(f"{path}: not found; run the train stage first")
         scorers[name] = network_scorer(load_network(path))
-    report = evaluate(split, scorers, ks=sorted(p.ks), slices=_slices(params), baselines=p.baselines,
+    report = evaluate(split, scorers, ks=sorted(p.ks), slices=customer_slices(params), baselines=p.baselines,
                       bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
     report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),
                        "horizon_end": (params.split.cutoff + timedelta(days=params.split.horizon_days)).isoformat()}

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
 from mapwise.models.training import export_network, train_model
 from mapwise.params import Params
 from mapwise.split import load_split
 from mapwise.tracking import mlflow_logger
-from pipelines._stage import run, write_json
+from pipelines._stage import lineage, run, write_json
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
 
 
-def _git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
-
-
-def _data_version(split_dir: Path) -> str:
-    """The md5 DVC recorded for the split this run trains on (dvc.lock), if any."""
-    try:
-        lock = yaml.safe_load(Path("dvc.lock").read_text())
-        outs = lock["stages"]["split"]["outs"]
-        return next(o["md5"] for o in outs if Path(o["path"]) == split_dir)
-    except (OSError, KeyError, StopIteration, TypeError):
-        return "unknown"
-
-
 @rank_zero_only
-def _write_outputs(results: list, out_dir: Path, plots_dir: Path, report: Path) -> None:
+def _write_outputs(results: list, run_ids: dict, out_dir: Path, plots_dir: Path, report: Path) -> None:
     summary = {}
     plots_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
@@ -46,6 +29,7 @@ def _write_outputs(results: list, out_dir: Path, plots_dir: Path, report: Path) 
             "epochs": r.epochs,
             "resumed_after_epochs": r.resumed_after_epochs,
             "seconds": round(r.seconds, 1),
+            "run_id": run_ids[r.name],
         }
         with open(plots_dir / f"{r.name}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_ndcg@10"])
@@ -59,14 +43,15 @@ def _write_outputs(results: list, out_dir: Path, plots_dir: Path, report: Path) 
 def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
     p = params.train
-    tags = {"mapwise.stage": "train", "git_commit": _git_commit(), "data_version": _data_version(params.split.out_dir)}
-    results = []
+    tags = {"mapwise.stage": "train", **lineage(params.split.out_dir)}
+    results, run_ids = [], {}
     for name in p.models:
         logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})
         logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models"}),
                                 **p.model.model_dump()})
         results.append(train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty()))
-    _write_outputs(results, p.out_dir, params.evaluate.plots_dir / "train", p.report)
+        run_ids[name] = logger.run_id
+    _write_outputs(results, run_ids, p.out_dir, params.evaluate.plots_dir / "train", p.report)
 
 
 def main(argv: list[str] | None = None) -> int:

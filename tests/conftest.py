@@ -112,7 +112,7 @@ def tiny_events(customers: int = 80, items: int = 15, steps: int = 24, seed: int
     ).select(list(contract.dtypes))
 
 
-def tiny_project(root: Path, **train_overrides) -> Path:
+def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> Path:
     """A project folder with canonical tiny tables and params shrunk for tests (CPU, tiny models)."""
     import polars as pl
 
@@ -120,7 +120,7 @@ def tiny_project(root: Path, **train_overrides) -> Path:
 
     canonical = root / "data" / "canonical"
     canonical.mkdir(parents=True, exist_ok=True)
-    events = tiny_events()
+    events = tiny_events(**(events or {}))
     events.write_parquet(canonical / "events.parquet")
     items = events.select(pl.col("item_id").unique().sort())
     for name in ("customers", "items"):
@@ -149,3 +149,55 @@ def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", f"pipelines.{verb}", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def exported_root(tmp_path_factory) -> Path:
+    """A tiny project run through split, train (GRU and SASRec), evaluate and export, once per session."""
+    root = tiny_project(tmp_path_factory.mktemp("exported"), {"customers": 150, "items": 60}, models=["gru", "sasrec"],
+                        max_epochs=6, lr=0.01)
+    for verb in ("split", "train", "evaluate", "export"):
+        done = run_stage(root, verb)
+        assert done.returncode == 0, f"{verb}: {done.stderr[-3000:]}"
+    return root
+
+
+@pytest.fixture
+def project(exported_root, tmp_path, monkeypatch):
+    """A private copy of the exported tiny project (with its MLflow store) as the working directory; its params."""
+    import shutil
+
+    from mapwise.params import load_params
+
+    root = tmp_path / "project"
+    shutil.copytree(exported_root, root, ignore=shutil.ignore_patterns(".mapwise"))
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return load_params(root / "params.yaml")
+
+
+def worse_bundle(folder: Path, out: Path, seed: int = 1) -> Path:
+    """A copy of a bundle whose graph is an untrained network of the same shape: real, exported, parity-checked, worse."""
+    import json
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from mapwise.bundle import CUSTOMERS_FILE, METADATA_FILE, MODEL_FILE, RECENT
+    from mapwise.inference import session
+    from mapwise.models.networks import build_network
+    from mapwise.onnx_export import check_parity, export_onnx
+    from mapwise.params import ModelParams
+
+    shutil.copytree(folder, out)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    torch.manual_seed(seed)
+    net = build_network(meta["model"], meta["n_items"], ModelParams(**meta["trained_with"]["model"])).eval()
+    export_onnx(net, out / MODEL_FILE, top_k=meta["top_k"])
+    import polars as pl
+
+    histories = [np.asarray(h) for h in pl.read_parquet(out / CUSTOMERS_FILE)[RECENT].to_list()]
+    meta["parity"] = check_parity(net, session(out / MODEL_FILE), histories, atol=1e-4, min_agreement=0.99).as_dict()
+    (out / METADATA_FILE).write_text(json.dumps(meta))
+    return out

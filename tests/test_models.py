@@ -79,7 +79,7 @@ def test_train_stage_writes_models_and_mlflow_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((root / "reports/train.json").read_text())
     assert set(report) == {"gru", "sasrec"}
-    net = load_network(root / "models/gru.pt")
+    net = load_network(root / "models/trained/gru.pt")
     assert net(torch.tensor([[0, 0, 0, 0, 1, 2]])).shape[1] == net.n_items + 1
     assert (root / "reports/plots/train/gru.csv").read_text().startswith("epoch,train_loss,val_ndcg@10")
     import mlflow
@@ -119,4 +119,4 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     done = run_stage(root, "train")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MEMBER: 2/2" in done.stderr and "distributed_backend=gloo" in done.stderr
-    assert (root / "models/gru.pt").exists()
+    assert (root / "models/trained/gru.pt").exists()

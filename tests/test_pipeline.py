@@ -81,7 +81,7 @@ def test_dvc_repro_and_push(tmp_path):
     assert "didn't change, skipping" in again.stdout
 
 
-def test_whole_pipeline_then_a_train_param_reruns_only_train_and_evaluate(tmp_path):
+def test_whole_pipeline_then_a_train_param_reruns_only_what_follows_train(tmp_path):
     from conftest import tiny_events, tiny_project
 
     root = tiny_project(tmp_path / "project", models=["gru"], max_epochs=1)
@@ -111,6 +111,8 @@ def test_whole_pipeline_then_a_train_param_reruns_only_train_and_evaluate(tmp_pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Data and pipelines are up to date" in run("dvc", "status").stdout
     assert json.loads((root / "reports/evaluate.json").read_text())["all_items"]["recommenders"]["gru"]
+    first = json.loads((root / "reports/promote.json").read_text())
+    assert (first["action"], first["champion_after"], first["reason"]) == ("promote", "1", "no champion yet")
     params["train"]["lr"] = 0.002
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run("dvc", "status", "--json")
@@ -118,4 +120,7 @@ def test_whole_pipeline_then_a_train_param_reruns_only_train_and_evaluate(tmp_pa
     again = run("dvc", "repro").stdout
     for stage in ("ingest", "profile", "split"):
         assert f"Stage '{stage}' didn't change, skipping" in again
-    assert "Running stage 'train'" in again and "Running stage 'evaluate'" in again
+    for stage in ("train", "evaluate", "export", "register", "promote"):
+        assert f"Running stage '{stage}'" in again
+    second = json.loads((root / "reports/promote.json").read_text())  # a new version, judged by the gate
+    assert second["challenger"] == "2" and second["action"] in ("promote", "refuse") and second["figures"]["customers"]

@@ -203,3 +203,130 @@ def profile_show(
         out.add_row(name, text)
     out.add_row(f"{c.RECENT_ITEMS} ({len(items)}, oldest first)", shown)
     console.print(out)
+
+
+# -- models: registry, serving, batch scoring ----------------------------------------------------
+model_app = typer.Typer(help="The model registry: versions, promotion through the gate, rollback.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
+
+
+@model_app.command("list")
+@_friendly
+def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Every registered version: aliases, architecture, gate decision and lineage."""
+    from datetime import UTC, datetime
+
+    from mapwise.registry import versions
+
+    params = load_params(params_file)
+    name = params.register.model_name
+    out = Table(title=f"{name}", title_justify="left")
+    for column in ("ver", "aliases", "model", "registered", "val ndcg", "gate", "data", "commit"):
+        out.add_column(column, no_wrap=True)
+    for v in versions(params.tracking, name):
+        t = v["tags"]
+        when = datetime.fromtimestamp(v["created"] / 1000, UTC).strftime("%m-%d %H:%M")
+        out.add_row(v["version"], ", ".join(v["aliases"]) or "–", t.get("model", "?"), when, t.get("val_ndcg_at_10", "?")[:6],
+                    t.get("gate.decision", "–"),
+                    t.get("data_version", "?")[:8], t.get("git_commit", "?")[:7])
+    console.print(out)
+    console.print("Gate reasons and figures: reports/promote.json, and the MLflow runs tagged mapwise.stage=promote.")
+
+
+def _decide_and_apply(params, decision) -> None:
+    from mapwise.registry import apply
+
+    apply(params.tracking, decision)
+    style = "green" if decision.promoted else "yellow"
+    console.print(f"[{style}]{decision.action}[/]: {decision.reason}. Champion: version {decision.champion_after}.",
+                  soft_wrap=True)
+
+
+@model_app.command("promote")
+@_friendly
+def model_promote(
+    params_file: ParamsOption = Path("params.yaml"),
+    version: Annotated[str | None, typer.Option(help="version to judge (default: the challenger)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the quality gate (parity is still required)")] = False,
+) -> None:
+    """Run the promotion gate: the challenger becomes champion only if it beats it on the same test data."""
+    from mapwise.gate import gate
+    from mapwise.slices import customer_slices
+    from mapwise.split import load_split
+
+    params = load_params(params_file)
+    split = load_split(params.split.out_dir)
+    decision = gate(params.tracking, params.register.model_name, split, {} if force else customer_slices(params),
+                    params.promote, params.evaluate, params.serve.cache_dir, version=version, force=force)
+    _decide_and_apply(params, decision)
+
+
+@model_app.command("rollback")
+@_friendly
+def model_rollback(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Give `champion` back to the previous champion (recorded like any promotion)."""
+    from mapwise.registry import rollback_decision
+
+    params = load_params(params_file)
+    _decide_and_apply(params, rollback_decision(params.tracking, params.register.model_name))
+
+
+@app.command("serve")
+@_friendly
+def serve_command(
+    params_file: ParamsOption = Path("params.yaml"),
+    model: Annotated[str | None, typer.Option(help="models:/<name>@<alias> or a bundle folder (default: serve.model)")] = None,
+    host: Annotated[str | None, typer.Option(help="default: serve.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: serve.port")] = None,
+    workers: Annotated[int | None, typer.Option(help="default: serve.workers")] = None,
+) -> None:
+    """Serve real-time recommendations over HTTP (docs at /docs), following the champion alias."""
+    import os
+
+    import uvicorn
+
+    from mapwise.serve import MODEL_ENV, PARAMS_ENV, source_from
+
+    params = load_params(params_file)
+    source_from(params, model)  # a bad model reference fails here, in one line
+    from mapwise.privacy import load_key
+
+    load_key(params.ingest.key_file, create=False)
+    os.environ[PARAMS_ENV] = str(params_file.resolve())
+    if model:
+        os.environ[MODEL_ENV] = model
+    s = params.serve
+    console.print(f"mapwise serving on http://{host or s.host}:{port or s.port} (docs: /docs)", highlight=False)
+    uvicorn.run("mapwise.serve:app_from_env", factory=True, host=host or s.host, port=port or s.port,
+                workers=workers or s.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+
+
+@app.command("score")
+@_friendly
+def score_command(
+    params_file: ParamsOption = Path("params.yaml"),
+    model: Annotated[str | None, typer.Option(help="models:/<name>@<alias> or a bundle folder (default: champion)")] = None,
+    k: Annotated[int | None, typer.Option(help="items per customer (default: score.k)")] = None,
+    segment: Annotated[str | None, typer.Option(help="only this RFM segment (from the profiles)")] = None,
+    out: Annotated[Path | None, typer.Option(help=".parquet or .csv (default: score.out)")] = None,
+    include_purchased: Annotated[bool, typer.Option("--include-purchased", help="allow items already bought")] = False,
+) -> None:
+    """Write top-K recommendations for every customer (or a segment): an audience for a campaign tool."""
+    from mapwise.audience import segment_customers, write_audience
+    from mapwise.bundle import load_bundle
+    from mapwise.recommend import Recommender
+    from mapwise.serve import source_from
+
+    params = load_params(params_file)
+    source = source_from(params, model or params.serve.model)
+    version = source.latest()
+    if version is None:
+        raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
+    rec = Recommender(load_bundle(source.fetch(version)))
+    customers = segment_customers(params.profile.out, segment) if segment else None
+    p = params.score
+    done = write_audience(rec, customers, k or p.k, out or p.out,
+                          exclude_purchased=p.exclude_purchased and not include_purchased)
+    console.print(f"{done['rows']:,} recommendations for {done['customers']:,} customers -> {done['out']} "
+                  f"(model {source.description}, version {version})", highlight=False, soft_wrap=True)

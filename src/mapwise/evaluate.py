@@ -147,7 +147,7 @@ def evaluate(
         raise MapwiseError(f"evaluate.ks {list(ks)} must include the headline K ({headline_k})")
     if max(ks) > split.n_items:
         raise MapwiseError(f"evaluate.ks: K={max(ks)} exceeds the catalogue ({split.n_items} items)")
-    popularity = np.concatenate([[0], split.items.sort("item_idx")[POPULARITY].to_numpy()])
+    popularity = item_popularity(split)
     return {
         variant: evaluate_case(
             case, scorers, ks=ks, popularity=popularity, slices=slices, baselines=baselines,
@@ -155,3 +155,8 @@ def evaluate(
         )
         for variant, case in cases(split).items()
     }
+
+
+def item_popularity(split: Split) -> np.ndarray:
+    """Training purchases per item index (index 0, padding, is 0)."""
+    return np.concatenate([[0], split.items.sort("item_idx")[POPULARITY].to_numpy()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -81,7 +82,7 @@ class TrainParams(_Section):
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
     precision: str = Field("auto", description="auto = bf16-mixed on a bf16 GPU, else 32-true")
-    out_dir: Path = Path("models")
+    out_dir: Path = Path("models/trained")
     report: Path = Path("reports/train.json")
 
 
@@ -141,16 +142,78 @@ class EvaluateParams(_Section):
     plots_dir: Path = Path("reports/plots")
 
 
-class Params(_Section):
-    """All of params.yaml."""
+class ExportParams(_Section):
+    """`export`: ONNX graphs proven equal to the trained networks, bundled with what serving needs."""
 
-    ingest: IngestParams
-    profile: ProfileParams
-    split: SplitParams
-    train: TrainParams
-    tracking: TrackingParams = TrackingParams()
-    evaluate: EvaluateParams
-    tune: TuneParams
+    out_dir: Path = Path("models/export")
+    top_k: int | None = Field(10, ge=1, description="top-K built into the graph (outputs top_items, top_scores); null = scores only")
+    parity_customers: int = Field(1000, ge=1, description="test customers whose real histories the parity check scores")
+    atol: float = Field(1e-4, gt=0, description="largest allowed |torch - onnxruntime| score difference")
+    min_top10_agreement: float = Field(0.99, gt=0, le=1, description="share of customers whose top-10 must agree")
+    cold_start_window_days: int = Field(30, ge=1, description="popularity window for customers with no history")
+    report: Path = Path("reports/export.json")
+
+
+class RegisterParams(_Section):
+    """`register`: the selected export becomes a version of the registered model, alias `challenger`."""
+
+    model_name: str = Field("mapwise-recommender", min_length=1)
+    candidate: Literal["best", "gru", "caser", "sasrec"] = Field("best", description="best = highest validation NDCG")
+    report: Path = Path("reports/register.json")
+
+
+class PromoteParams(_Section):
+    """`promote`: the gate that moves `champion` to the challenger, on the same test data for both."""
+
+    variant: Literal["all_items", "new_items"] = "all_items"
+    margin: float = Field(0.001, ge=0, description="headline NDCG gain the challenger needs over the champion")
+    max_slice_drop: float = Field(0.02, ge=0, description="largest NDCG drop allowed on any slice")
+    min_slice_customers: int = Field(50, ge=1, description="smaller slices are reported but do not block")
+    report: Path = Path("reports/promote.json")
+
+
+class ServeParams(_Section):
+    """`mapwise serve`: the HTTP service on onnxruntime."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model: str | None = Field(None, description="models:/<name>@<alias>, or a bundle folder; null = champion")
+    poll_seconds: float = Field(10, gt=0, description="how often the champion alias is checked")
+    workers: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per worker")
+    max_k: int = Field(100, ge=1)
+    max_recent_items: int = Field(100, ge=1)
+    max_list_items: int = Field(1000, ge=1, description="longest allow / deny / category list")
+    max_body_bytes: int = Field(65536, ge=1024)
+    cache_dir: Path = Path(".mapwise/serving")
+
+
+class ScoreParams(_Section):
+    """`mapwise score`: top-K for every customer (or a segment), for campaign tools."""
+
+    k: int = Field(10, ge=1)
+    exclude_purchased: bool = True
+    out: Path = Path("data/audience/recommendations.parquet")
+
+
+with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class Params(_Section):
+        """All of params.yaml."""
+
+        ingest: IngestParams
+        profile: ProfileParams
+        split: SplitParams
+        train: TrainParams
+        tracking: TrackingParams = TrackingParams()
+        evaluate: EvaluateParams
+        tune: TuneParams
+        export: ExportParams = ExportParams()
+        register: RegisterParams = RegisterParams()
+        promote: PromoteParams = PromoteParams()
+        serve: ServeParams = ServeParams()
+        score: ScoreParams = ScoreParams()
 
 
 def parse_params(data: object, origin: str = "params.yaml") -> Params:

@@ -22,11 +22,16 @@ KEY_ENV = "MAPWISE_HMAC_KEY"
 _MIN_KEY_BYTES = 16
 
 
-def load_key(key_file: Path) -> bytes:
-    """The HMAC key: $MAPWISE_HMAC_KEY, else the key file, created with a fresh random key."""
+def load_key(key_file: Path, *, create: bool = True) -> bytes:
+    """The HMAC key: $MAPWISE_HMAC_KEY, else the key file, created with a fresh random key when `create`.
+
+    Consumers of pseudonyms (serving, scoring) pass create=False: a fresh key would silently match no one.
+    """
     value = os.environ.get(KEY_ENV)
     origin = f"${KEY_ENV}"
     if not value:
+        if not key_file.exists() and not create:
+            raise MapwiseError(f"{key_file}: no pseudonymisation key; set ${KEY_ENV} to the key used at ingestion")
         if not key_file.exists():
             key_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

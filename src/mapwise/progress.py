@@ -12,7 +12,8 @@ from rich.progress import track
 T = TypeVar("T")
 
 
-def steps(items: Iterable[T], description: str) -> Iterator[T]:
-    """Iterate with a progress bar on stderr when it is a terminal."""
+def steps(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on stderr when it is a terminal (`total` for generators)."""
     console = Console(stderr=True)
-    yield from track(items, description=description, console=console, disable=not sys.stderr.isatty(), transient=True)
+    yield from track(items, description=description, total=total, console=console, disable=not sys.stderr.isatty(),
+                     transient=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning.pytorch.loggers import MLFlowLogger
-
 from mapwise.params import TrackingParams
 
 _SQLITE = "sqlite:///"
@@ -25,8 +23,10 @@ def artifact_location(root: Path | None = None) -> str:
     return ((root or Path.cwd()) / "mlartifacts").resolve().as_uri()
 
 
-def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]) -> MLFlowLogger:
-    """A Lightning logger for one run (Lightning logs from rank 0 only under DDP)."""
+def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]):
+    """A Lightning MLFlowLogger for one run (Lightning logs from rank 0 only under DDP)."""
+    from lightning.pytorch.loggers import MLFlowLogger  # imported here: serving never needs Lightning
+
     return MLFlowLogger(
         experiment_name=p.experiment,
         run_name=run_name,

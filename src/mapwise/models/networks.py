@@ -120,7 +120,8 @@ class SASRec(SequenceRecommender):
         keep = (seq != PADDING_IDX).unsqueeze(-1).to(self.items.weight.dtype)
         positions = torch.arange(length, device=seq.device)
         x = self.dropout(self.items(seq) * self.items.embedding_dim**0.5 + self.positions(positions)) * keep
-        x = self.encoder(x, mask=self.causal[:length, :length]) * keep
+        # is_causal=True: the mask is known causal, so nothing inspects its values (ONNX export needs that)
+        x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True) * keep
         return self.norm(x)
 
 

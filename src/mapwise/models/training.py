@@ -152,3 +152,8 @@ def load_network(path: Path) -> SequenceRecommender:
     net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
     net.load_state_dict(saved["state_dict"])
     return net.eval()
+
+
+def network_hparams(path: Path) -> dict:
+    """What a network saved by `export_network` was built and trained with (name, sizes, lr, optimizer...)."""
+    return dict(torch.load(path, map_location="cpu", weights_only=False)["hparams"])

@@ -1,0 +1,91 @@
+"""DVC stage `export`: each trained network to ONNX, parity-checked on real histories, bundled for serving (params: export)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mapwise.bundle import MODEL_FILE, write_bundle
+from mapwise.errors import MapwiseError
+from mapwise.models.training import load_network, network_hparams
+from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.onnx_export import check_parity, dynamic_length, export_onnx
+from mapwise.params import Params
+from mapwise.serving_tables import customer_table, item_table
+from mapwise.split import HISTORY, load_split
+from pipelines._stage import lineage, run, write_json
+
+def _read_json(path: Path, stage: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise MapwiseError(f"{path}: not found; run the {stage} stage first") from None
+
+
+def _metrics(evaluation: dict, name: str, validation: dict) -> dict:
+    test = {variant: evaluation[variant]["recommenders"][name] for variant in ("all_items", "new_items")
+            if name in evaluation.get(variant, {}).get("recommenders", {})}
+    return {"validation": {"ndcg@10": validation.get("val_ndcg@10")}, "test": test, "test_window": evaluation.get("split")}
+
+
+def stage(params: Params) -> None:
+    p = params.export
+    split = load_split(params.split.out_dir)
+    trained = _read_json(params.train.report, "train")
+    evaluation = _read_json(params.evaluate.report, "evaluate")
+    canonical = params.ingest.canonical_dir
+    events = pl.read_parquet(canonical / "events.parquet")
+    items = item_table(split.items, pl.read_parquet(canonical / "items.parquet"), events,
+                       category_tokens=params.profile.category_tokens, window_days=p.cold_start_window_days)
+    sample = [np.asarray(h) for h in split.test.head(p.parity_customers)[HISTORY].to_list()]
+    if not sample:
+        sample = [np.asarray(h) for h in split.valid.head(p.parity_customers)[HISTORY].to_list()]
+    versions = lineage(params.split.out_dir)
+    report = {}
+    for name in params.train.models:
+        path = params.train.out_dir / f"{name}.pt"
+        if not path.exists():
+            raise MapwiseError(f"{path}: not found; run the train stage first")
+        net = load_network(path)
+        folder = p.out_dir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        export_onnx(net, folder / MODEL_FILE, top_k=p.top_k)
+        parity = check_parity(net, session(folder / MODEL_FILE), sample, atol=p.atol, min_agreement=p.min_top10_agreement)
+        report[name] = {**parity.as_dict(), "onnx_bytes": (folder / MODEL_FILE).stat().st_size}
+        if not parity.passed:
+            shutil.rmtree(folder)
+            write_json(p.report, report)
+            raise MapwiseError(
+                f"{name}: ONNX parity failed on {parity.customers} customers: max |score diff| {parity.max_abs_diff:.3g} "
+                f"(allowed {p.atol:g}), top-10 agreement {parity.top10_agreement:.2%} (needed {p.min_top10_agreement:.0%})"
+            )
+        metadata = {
+            "model": name,
+            "n_items": net.n_items,
+            "max_len": net.max_len,
+            "input": INPUT,
+            "outputs": [SCORES] if p.top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
+            "top_k": p.top_k,
+            "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
+            "trained_with": network_hparams(path),
+            "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},
+            "metrics": _metrics(evaluation, name, trained.get(name, {})),
+            "parity": parity.as_dict(),
+        }
+        write_bundle(folder, metadata, items, customer_table(events, split.items, net.max_len))
+        print(f"export {name}: {folder / MODEL_FILE} ({report[name]['onnx_bytes'] / 1e6:.1f} MB), parity max |diff| "
+              f"{parity.max_abs_diff:.2g}, top-10 agreement {parity.top10_agreement:.1%} on {parity.customers} customers")
+    write_json(p.report, report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("export", __doc__, stage, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""DVC stage `register`: the chosen export becomes a registered model version with alias `challenger` (params: register)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mapwise.errors import MapwiseError
+from mapwise.params import Params
+from mapwise.registry import register_bundle
+from mapwise.tracking import tracking_uri
+from pipelines._stage import run, write_json
+
+
+def choose(params: Params) -> tuple[str, dict[str, float]]:
+    """The candidate model: the one named in params, or the best on validation NDCG@10 (never on test)."""
+    try:
+        trained = json.loads(params.train.report.read_text())
+    except OSError:
+        raise MapwiseError(f"{params.train.report}: not found; run the train stage first") from None
+    scores = {name: trained[name]["val_ndcg@10"] for name in params.train.models if name in trained}
+    if params.register.candidate != "best":
+        if params.register.candidate not in params.train.models:
+            raise MapwiseError(f"register.candidate: '{params.register.candidate}' is not in train.models {params.train.models}")
+        return params.register.candidate, scores
+    if not scores:
+        raise MapwiseError(f"{params.train.report}: no trained models listed; run the train stage first")
+    return max(scores, key=scores.get), scores
+
+
+def stage(params: Params) -> None:
+    p = params.register
+    name, scores = choose(params)
+    folder = params.export.out_dir / name
+    version, created = register_bundle(params.tracking, p.model_name, folder)
+    write_json(p.report, {"model_name": p.model_name, "version": version, "model": name, "created": created,
+                          "bundle": str(folder), "validation_ndcg@10": scores, "tracking_uri": tracking_uri(params.tracking)})
+    state = "registered as" if created else "already registered as"
+    print(f"register {name} (validation NDCG@10 {scores.get(name, float('nan')):.4f}): {state} "
+          f"{p.model_name} version {version}, alias challenger")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("register", __doc__, stage, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The HTTP service: answers, cold start, filters, bad requests, and following the champion alias."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import KEY, worse_bundle
+from mapwise.bundle import MODEL_FILE, load_bundle
+from mapwise.models.networks import build_network
+from mapwise.onnx_export import export_onnx
+from mapwise.params import ModelParams, ServeParams
+from mapwise.privacy import pseudonym
+from mapwise.recommend import Recommender
+from mapwise.registry import Decision, apply, register_bundle
+from mapwise.serve import FolderSource, Keeper, RegistrySource, create_app
+from mapwise.tracking import tracking_uri
+
+
+@pytest.fixture(scope="module")
+def client(exported_root):
+    keeper = Keeper(FolderSource(exported_root / "models/export/sasrec"))
+    assert keeper.refresh()
+    return TestClient(create_app(keeper, KEY, ServeParams(max_k=20, max_recent_items=5, max_body_bytes=2048)))
+
+
+def _known_raw_id(folder) -> tuple[str, list[str]]:
+    """A raw customer id of the tiny data that the bundle knows, and the item ids it bought."""
+    bundle = load_bundle(folder)
+    rec = Recommender(bundle)
+    raw = next(f"c{n}" for n in range(500) if pseudonym(f"c{n}", KEY) in rec.customers)
+    bought = rec.item_ids[rec.customers[pseudonym(raw, KEY)][1]].tolist()
+    return raw, bought
+
+
+def test_known_customer_gets_model_recommendations_with_reasons(client, exported_root):
+    raw, bought = _known_raw_id(exported_root / "models/export/sasrec")
+    answer = client.post("/recommendations", json={"customer_id": raw, "k": 5}).json()
+    assert answer["customer_known"] and answer["strategy"] == "model" and len(answer["items"]) == 5
+    scores = [i["score"] for i in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(i["reason"] == ("repeat" if i["item_id"] in bought else "model") for i in answer["items"])
+    fresh = client.post("/recommendations", json={"customer_id": raw, "k": 5, "exclude_purchased": True}).json()
+    assert not {i["item_id"] for i in fresh["items"]} & set(bought)
+
+
+def test_unknown_customer_gets_a_cold_start_answer_never_an_error(client):
+    popular = client.post("/recommendations", json={"customer_id": "never-seen", "k": 3}).json()
+    assert not popular["customer_known"] and popular["strategy"] == "popular"
+    assert [i["reason"] for i in popular["items"]] == ["popular"] * 3
+    session = client.post("/recommendations", json={"customer_id": "never-seen", "k": 3,
+                                                    "recent_items": ["i1", "i2", "nope"]}).json()
+    assert session["strategy"] == "model" and session["notes"] == ["1 of recent_items unknown to the model, ignored"]
+
+
+def test_filters(client):
+    allow = ["i3", "i4", "i5"]
+    answer = client.post("/recommendations", json={"customer_id": "x", "k": 10, "filters": {"allow_items": allow,
+                                                                                             "deny_items": ["i4"]}})
+    assert {i["item_id"] for i in answer.json()["items"]} == {"i3", "i5"}
+    assert answer.json()["notes"] == ["only 2 items pass the filters"]
+    priced = client.post("/recommendations", json={"customer_id": "x", "filters": {"min_price": 1}}).json()
+    assert priced["items"] == []  # the tiny catalogue has no prices: nothing passes a price bound
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({"customer_id": "has space"}, "body.customer_id: String should match pattern"),
+    ({"customer_id": ""}, "body.customer_id: String should have at least 1 character"),
+    ({"customer_id": "x", "k": 0}, "body.k: Input should be greater than or equal to 1"),
+    ({"customer_id": "x", "k": 21}, "body.k: Input should be less than or equal to 20"),
+    ({"customer_id": "x", "k": "many"}, "body.k: Input should be a valid integer"),
+    ({"customer_id": "x", "recent_items": ["a"] * 6}, "body.recent_items: List should have at most 5 items"),
+    ({"customer_id": "x", "filters": {"min_price": 3, "max_price": 1}}, "body.filters: Value error, min_price is above"),
+    ({"customer_id": "x", "filters": {"colour": "red"}}, "body.filters.colour: unknown field"),
+    ({"k": 3}, "body.customer_id: Field required"),
+    ([1, 2], "body: Input should be a valid dictionary"),
+])
+def test_bad_requests_get_a_clear_4xx(client, body, error):
+    done = client.post("/recommendations", json=body)
+    assert done.status_code == 422 and done.json()["error"].startswith(error), done.json()
+
+
+def test_malformed_and_oversized_bodies(client):
+    bad = client.post("/recommendations", content=b'{"customer_id": ', headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and "JSON decode error" in bad.json()["error"]
+    big = client.post("/recommendations", content=b"{" + b" " * 4096 + b"}", headers={"content-type": "application/json"})
+    assert big.status_code == 413
+    chunked = client.post("/recommendations", content=(b" " * 1024 for _ in range(4)),
+                          headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
+    assert chunked.status_code == 413
+    assert client.get("/health").json() == {"status": "ok"}  # and the worker is still there
+
+
+def test_info_endpoints_and_docs(client):
+    assert client.get("/ready").json() == {"ready": True, "version": "local"}
+    info = client.get("/model").json()
+    assert info["model"] == "sasrec" and info["data_version"] and info["metrics"]["test"]["all_items"]["ndcg@10"] > 0
+    assert client.get("/docs").status_code == 200
+    assert "/recommendations" in client.get("/openapi.json").json()["paths"]
+
+
+def test_not_ready_without_a_model(tmp_path):
+    keeper = Keeper(FolderSource(tmp_path))  # an empty folder: the load is refused
+    assert not keeper.refresh() and "not a model bundle" in keeper.refused["local"]
+    app = TestClient(create_app(keeper, KEY, ServeParams()))
+    assert app.get("/health").status_code == 200 and app.get("/ready").status_code == 503
+    assert app.post("/recommendations", json={"customer_id": "x"}).status_code == 503
+
+
+def test_follows_the_champion_and_refuses_a_broken_version(project, tmp_path):
+    name = project.register.model_name
+    uri = tracking_uri(project.tracking)
+    gru, sasrec = project.export.out_dir / "gru", project.export.out_dir / "sasrec"
+    register_bundle(project.tracking, name, gru)
+    apply(project.tracking, Decision("force", name, "1", None, "1", "test"))
+    keeper = Keeper(RegistrySource(uri, name, "champion", tmp_path / "cache"))
+    assert keeper.refresh()
+    app = TestClient(create_app(keeper, KEY, ServeParams()))
+    keeper.follow(0.1)
+    assert app.get("/model").json()["version"] == "1"
+
+    register_bundle(project.tracking, name, sasrec)
+    apply(project.tracking, Decision("force", name, "2", "1", "2", "test"))
+    _wait_for(lambda: app.get("/model").json()["version"] == "2")
+    assert app.get("/model").json()["model"] == "sasrec"
+
+    broken = worse_bundle(gru, tmp_path / "broken")  # loads no more: its catalogue lost an item
+    pl.read_parquet(broken / "items.parquet").head(-1).write_parquet(broken / "items.parquet")
+    shrunk = worse_bundle(gru, tmp_path / "shrunk")  # loads, but its graph scores another catalogue: smoke check
+    meta = json.loads((shrunk / "metadata.json").read_text())
+    net = build_network("gru", meta["n_items"] - 1, ModelParams(**meta["trained_with"]["model"]))
+    export_onnx(net.eval(), shrunk / MODEL_FILE)
+    for version, folder in (("3", broken), ("4", shrunk)):
+        register_bundle(project.tracking, name, folder)
+        apply(project.tracking, Decision("force", name, version, "2", version, "test"))
+        _wait_for(lambda v=version: v in app.get("/model").json()["refused"])
+        assert app.get("/model").json()["version"] == "2"
+    refused = app.get("/model").json()["refused"]
+    assert "does not match" in refused["3"] and "smoke check: scores of shape" in refused["4"]
+    assert app.post("/recommendations", json={"customer_id": "x"}).status_code == 200
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def test_serving_path_needs_neither_torch_nor_pickle():
+    code = "import sys, mapwise.serve, mapwise.audience; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_batch_scoring_writes_an_audience(exported_root, tmp_path):
+    from mapwise.audience import write_audience
+
+    rec = Recommender(load_bundle(exported_root / "models/export/gru"))
+    done = write_audience(rec, None, 4, tmp_path / "a.parquet", exclude_purchased=True)
+    table = pl.read_parquet(tmp_path / "a.parquet")
+    assert done["rows"] == table.height == 4 * len(rec.customers)
+    assert table.columns == ["customer_id", "rank", "item_id", "score", "reason"]
+    bought = {(cu, item) for cu, (_, p) in rec.customers.items() for item in rec.item_ids[p]}
+    assert not any((cu, item) in bought for cu, item in table.select("customer_id", "item_id").iter_rows())
+    some = sorted(rec.customers)[:3] + ["unknown"]
+    csv = write_audience(rec, some, 2, tmp_path / "a.csv", exclude_purchased=False)
+    assert csv["customers"] == 3 and csv["not_known_to_model"] == 1
+    assert pl.read_csv(tmp_path / "a.csv")["rank"].to_list() == [1, 2] * 3
+
+
+def test_score_command(project, tmp_path):
+    from typer.testing import CliRunner
+
+    from mapwise.cli import app
+
+    bundle = str(project.export.out_dir / "sasrec")
+    out = tmp_path / "aud.csv"
+    done = CliRunner().invoke(app, ["score", "--model", bundle, "--k", "3", "--out", str(out)],
+                              env={"MAPWISE_HMAC_KEY": KEY.decode()})
+    assert done.exit_code == 0, done.output
+    assert "recommendations for" in done.output and pl.read_csv(out).height > 0
+    wrong = CliRunner().invoke(app, ["score", "--model", bundle, "--out", str(tmp_path / "a.xlsx")])
+    assert wrong.exit_code == 1 and "must end in .parquet or .csv" in wrong.output
