@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench clean
+.PHONY: help install demo serve test test-all bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,12 @@ demo: $(STAMP) ## run the whole pipeline (dvc repro) on the bundled demo data
 	@mapwise report ingest reports/ingest.json
 	@mapwise report evaluate reports/evaluate.json
 	@echo "Canonical tables: data/canonical/ (quarantine: data/quarantine/); profiles: data/profiles/ and reports/profile.html"
-	@echo "Models: models/; quality: reports/evaluate.json, reports/plots/; runs: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@mapwise model list
+	@echo "Models: models/trained, models/export; quality: reports/evaluate.json, reports/plots/; runs: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Serve the champion: make serve (then http://127.0.0.1:8000/docs)"
+
+serve: $(STAMP) ## serve the champion model over HTTP (after make demo)
+	mapwise serve
 
 test: $(STAMP) ## run the test suite (quick: skips slow and gpu tests)
 	python -m pytest -q
@@ -36,8 +41,10 @@ test: $(STAMP) ## run the test suite (quick: skips slow and gpu tests)
 test-all: $(STAMP) ## run every test, slow ones included
 	python -m pytest -q -m "not gpu"
 
-bench: $(STAMP) ## run the benchmarks (writes bench/results/*.json)
+bench: $(STAMP) ## run the benchmarks (writes bench/results/*.json; serve needs wrk and make demo first)
 	python bench/ingest.py
+	python bench/train.py
+	python bench/serve.py
 
 clean: ## remove the venv and caches (keeps data and the DVC cache)
 	rm -rf $(VENV) .pytest_cache

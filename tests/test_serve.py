@@ -188,3 +188,31 @@ def test_score_command(project, tmp_path):
     assert "recommendations for" in done.output and pl.read_csv(out).height > 0
     wrong = CliRunner().invoke(app, ["score", "--model", bundle, "--out", str(tmp_path / "a.xlsx")])
     assert wrong.exit_code == 1 and "must end in .parquet or .csv" in wrong.output
+
+
+def test_no_request_crashes_the_service(client):
+    import random
+
+    rng = random.Random(0)
+    values = [None, 0, -1, 10**30, 1.5, float("nan"), "", "x" * 200, "é", "a b", [], {}, ["i1"] * 3, {"k": 1}, True,
+              ["i1", 5, None], {"categories": ["x"]}, "\x00", 3]
+    for _ in range(300):
+        body = {key: rng.choice(values) for key in rng.sample(
+            ["customer_id", "k", "recent_items", "exclude_purchased", "filters", "extra"], rng.randint(0, 6))}
+        if rng.random() < 0.5:
+            body["customer_id"] = rng.choice(["c1", "never-seen", "17850"])
+        done = client.post("/recommendations", content=json.dumps(body, allow_nan=True),
+                           headers={"content-type": "application/json"})
+        assert done.status_code in (200, 413, 422), (body, done.status_code, done.text)
+        assert "error" in done.json() if done.status_code != 200 else "items" in done.json()
+
+
+def test_serve_command_refuses_a_bad_model_reference_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from mapwise.cli import app
+
+    done = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nowhere")])
+    assert done.exit_code == 1 and "is neither models:/<name>@<alias> nor a bundle folder" in done.output
+    done = CliRunner().invoke(app, ["serve", "--model", "models:/no-alias"])
+    assert done.exit_code == 1 and "must look like models:/<name>@<alias>" in done.output

@@ -41,6 +41,23 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Request:
+    """A recommendation request resolved against the catalogue, ready for the model."""
+
+    known: bool
+    k: int
+    history: np.ndarray  # item indices, oldest first, at most max_len
+    purchased: np.ndarray
+    session: np.ndarray
+    allowed: np.ndarray
+    unknown: int  # recent items the model does not know
+
+    @property
+    def needs_model(self) -> bool:
+        return len(self.history) > 0
+
+
+@dataclass(frozen=True)
 class Answer:
     """Recommended items (best first) and how they were chosen."""
 
@@ -79,30 +96,39 @@ class Recommender:
         filters: Filters | None = None,
     ) -> Answer:
         """Top `k` for a customer (pseudonym; unknown or None = cold start), after filters and exclusions."""
-        known = customer in self.customers
+        request = self.prepare(customer, k, recent_items=recent_items, exclude_purchased=exclude_purchased,
+                               filters=filters)
+        return self.answer(request, self.score(request.history[None, :])[0] if request.needs_model else None)
+
+    def prepare(
+        self, customer: str | None, k: int, *, recent_items: Sequence[str] = (), exclude_purchased: bool = False,
+        filters: Filters | None = None,
+    ) -> Request:
+        """Everything but the model call: the history to score and the candidates allowed."""
         recent, purchased = self.customers.get(customer, (_NONE, _NONE))
         session = np.array([self.index[i] for i in recent_items if i in self.index], dtype=np.int64)
-        unknown = len(recent_items) - len(session)
-        history = np.concatenate([recent, session])[-self.max_len :]
         allowed = self.allowed(filters)
         if exclude_purchased and len(purchased):
             allowed = allowed.copy()
             allowed[purchased] = False
-        notes = [f"{unknown} of recent_items unknown to the model, ignored"] if unknown else []
-        if not len(history):
-            top = self.popular[allowed[self.popular]][:k]
+        history = np.concatenate([recent, session])[-self.max_len :]
+        return Request(customer in self.customers, k, history, purchased, session, allowed,
+                       len(recent_items) - len(session))
+
+    def answer(self, request: Request, row: np.ndarray | None) -> Answer:
+        """Rank from the model's score row (None when there is no history: popularity), with reasons."""
+        notes = [f"{request.unknown} of recent_items unknown to the model, ignored"] if request.unknown else []
+        if row is None:
+            top = self.popular[request.allowed[self.popular]][: request.k]
             scores = self.popularity[top]
-            reasons = [POPULAR] * len(top)
-            strategy = POPULAR
+            reasons, strategy = [POPULAR] * len(top), POPULAR
         else:
-            row = self.score(history[None, :])[0]
-            top, scores = _top(row, allowed, k)
-            repeat = np.isin(top, purchased) | np.isin(top, session)
-            reasons = [REPEAT if r else MODEL for r in repeat]
-            strategy = MODEL
-        if len(top) < k:
+            top, scores = _top(row, request.allowed, request.k)
+            seen = {*request.purchased.tolist(), *request.session.tolist()}  # a set: np.isin costs more at this size
+            reasons, strategy = [REPEAT if i in seen else MODEL for i in top.tolist()], MODEL
+        if len(top) < request.k:
             notes.append(f"only {len(top)} items pass the filters")
-        return Answer(self._describe(top, scores, reasons), known, strategy, unknown, notes)
+        return Answer(self._describe(top, scores, reasons), request.known, strategy, request.unknown, notes)
 
     def allowed(self, filters: Filters | None) -> np.ndarray:
         """Boolean mask over item indices (0 = padding, never allowed)."""

@@ -7,6 +7,7 @@ model's tag `mapwise.champion_history` lists the champions in order, which is wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import logging
@@ -138,14 +139,19 @@ def versions(p: TrackingParams, model_name: str) -> list[dict]:
 
 
 def download(uri: str, model_name: str, version: str, cache_dir: Path) -> Path:
-    """The version's files (registry at `uri`) in a local folder, downloaded once per version."""
-    folder = cache_dir / model_name / str(version)
+    """The version's files (registry at `uri`) in a local folder, downloaded once.
+
+    The folder is named by the version's source too: version numbers repeat across registries.
+    """
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    source = MlflowClient(uri, uri).get_model_version(model_name, version).source
+    key = hashlib.sha256(f"{uri}|{source}".encode()).hexdigest()[:12]
+    folder = cache_dir / model_name / f"{version}-{key}"
     if not (folder / MODEL_FILE).exists():
-        tmp = folder.with_name(f".{version}.partial")
+        tmp = folder.with_name(f".{folder.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
         with _quiet():
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(tmp))
         shutil.rmtree(folder, ignore_errors=True)

@@ -8,6 +8,8 @@ with the ingestion key on arrival and never logged.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import os
 import threading
@@ -142,7 +144,9 @@ class Keeper:
             "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self.current = Loaded(recommender, version, info)
-        log.warning("serving model version %s (%s)", version, meta.get("model"))
+        gc.collect()
+        gc.freeze()  # the model's many long-lived objects leave the collector's scans: steadier latency
+        log.info("serving model version %s (%s)", version, meta.get("model"))
         return True
 
     def follow(self, every: float) -> threading.Thread:
@@ -270,14 +274,16 @@ def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
     def model() -> dict:
         return {**serving().info, "refused": keeper.refused}
 
-    def recommendations(body: RecommendationRequest) -> Json:  # type: ignore[valid-type]
+    batcher = Batcher()
+
+    async def recommendations(body: RecommendationRequest) -> Json:  # type: ignore[valid-type]
         current = serving()
+        rec = current.recommender
         f = body.filters
         filters = None if f is None else Filters(f.categories, f.min_price, f.max_price, f.allow_items, f.deny_items)
-        answer = current.recommender.recommend(
-            pseudonym(body.customer_id.strip(), key), body.k, recent_items=body.recent_items,
-            exclude_purchased=body.exclude_purchased, filters=filters,
-        )
+        request = rec.prepare(pseudonym(body.customer_id.strip(), key), body.k, recent_items=body.recent_items,
+                              exclude_purchased=body.exclude_purchased, filters=filters)
+        answer = rec.answer(request, await batcher.score(rec, request.history) if request.needs_model else None)
         return Json({
             "items": answer.items, "customer_known": answer.customer_known, "strategy": answer.strategy,
             "model": {"version": current.version, "name": current.info["model"]}, "notes": answer.notes,
@@ -287,6 +293,47 @@ def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
     app.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a customer")(
         recommendations)
     return app
+
+
+class Batcher:
+    """Requests waiting on the model at the same moment share one onnxruntime call.
+
+    Scoring runs on the event loop right after the requests that are ready have been parsed, so a
+    lone request waits for nothing and a burst becomes one batch (the model costs far less per row
+    in a batch than one call per request).
+    """
+
+    def __init__(self, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self.pending: list[tuple[Recommender, np.ndarray, asyncio.Future]] = []
+        self.scheduled = False
+
+    async def score(self, rec: Recommender, history: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((rec, history, future))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self.pending, self.scheduled = self.pending, [], False
+        for start in range(0, len(pending), self.max_batch):
+            chunk = pending[start : start + self.max_batch]
+            for rec in {id(r): r for r, _, _ in chunk}.values():  # normally one model; two around a swap
+                mine = [(h, f) for r, h, f in chunk if r is rec]
+                windows = np.zeros((len(mine), rec.max_len), dtype=np.int64)
+                for row, (history, _) in enumerate(mine):
+                    windows[row, rec.max_len - len(history) :] = history
+                try:
+                    scores = rec.score(windows)
+                except Exception as err:  # noqa: BLE001  (fails these requests with 500, not the worker)
+                    for _, future in mine:
+                        future.set_exception(err)
+                    continue
+                for row, (_, future) in enumerate(mine):
+                    future.set_result(scores[row])
 
 
 class BodyLimit:
@@ -339,4 +386,5 @@ def build(params: Params, model: str | None = None, *, follow: bool = True) -> F
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers: params from $MAPWISE_PARAMS, model override from $MAPWISE_MODEL."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
     return build(load_params(Path(os.environ.get(PARAMS_ENV, "params.yaml"))), os.environ.get(MODEL_ENV) or None)

@@ -1,0 +1,1 @@
+"""mapwise: declarative marketing-data mapping and deep personalisation pipelines."""

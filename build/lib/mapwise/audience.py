@@ -1,0 +1,59 @@
+"""Batch scoring: top-K recommendations for every known customer (or one segment), for campaign tools.
+
+Rows: customer_id (pseudonym), rank, item_id, score, reason. Written in chunks to Parquet or CSV,
+under a temporary name first, so a half-written audience never looks complete.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from mapwise import columns as c
+from mapwise.errors import MapwiseError
+from mapwise.progress import steps
+from mapwise.recommend import AUDIENCE_SCHEMA, CHUNK, Recommender
+
+FORMATS = (".parquet", ".csv")
+
+
+def segment_customers(profiles: Path, segment: str) -> list[str]:
+    """Pseudonyms of the customers in one RFM segment of the profiles table."""
+    try:
+        table = pl.read_parquet(profiles, columns=[c.CUSTOMER_ID, c.SEGMENT])
+    except (OSError, pl.exceptions.PolarsError):
+        raise MapwiseError(f"{profiles}: cannot read profiles; run the profile stage first") from None
+    known = sorted(table[c.SEGMENT].unique().drop_nulls().to_list())
+    if segment not in known:
+        raise MapwiseError(f"segment '{segment}' is not in {profiles} (segments: {', '.join(known)})")
+    return table.filter(pl.col(c.SEGMENT) == segment)[c.CUSTOMER_ID].to_list()
+
+
+def write_audience(rec: Recommender, customers: list[str] | None, k: int, out: Path, *, exclude_purchased: bool) -> dict:
+    """Score `customers` (all the model knows when None) and write their top `k`; returns counts."""
+    if out.suffix not in FORMATS:
+        raise MapwiseError(f"{out}: the audience file must end in {' or '.join(FORMATS)}")
+    chosen = sorted(rec.customers) if customers is None else sorted(set(customers) & rec.customers.keys())
+    skipped = 0 if customers is None else len(set(customers)) - len(chosen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    rows, writer = 0, None
+    chunks = rec.recommend_all(chosen, k, exclude_purchased=exclude_purchased)
+    with open(partial, "wb") as handle:
+        for frame in steps(chunks, "scoring customers", total=math.ceil(len(chosen) / CHUNK)):
+            if out.suffix == ".csv":
+                frame.write_csv(handle, include_header=rows == 0)
+            else:
+                table = frame.to_arrow()
+                writer = writer or pq.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+            rows += frame.height
+        if writer is not None:
+            writer.close()
+        elif out.suffix == ".parquet":  # nobody to score: still a valid, empty file
+            pl.DataFrame(schema=AUDIENCE_SCHEMA).write_parquet(handle)
+    partial.rename(out)
+    return {"customers": len(chosen), "rows": rows, "not_known_to_model": skipped, "out": str(out)}

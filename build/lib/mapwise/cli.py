@@ -1,0 +1,332 @@
+"""The `mapwise` command line: check and try mappings, inspect contracts, params and reports.
+
+Pipeline stages run through `dvc repro` (or `python -m pipelines.<verb>`); this tool helps write
+and inspect what they use.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mapwise import columns as c
+from mapwise.contracts import CONTRACTS
+from mapwise.errors import MapwiseError
+from mapwise.ingest import validate_rows
+from mapwise.mapping.apply import map_file
+from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
+from mapwise.mapping.readers import decompress, read_raw
+from mapwise.mapping.spec import load_mapping
+from mapwise.params import load_params
+from mapwise.report import print_evaluate_report, print_ingest_report
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+mapping_app = typer.Typer(help="Check and try source mappings.", no_args_is_help=True)
+report_app = typer.Typer(help="Show stage reports.", no_args_is_help=True)
+params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
+profile_app = typer.Typer(help="Look up customer profiles.", no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
+app.add_typer(report_app, name="report")
+app.add_typer(params_app, name="params")
+app.add_typer(profile_app, name="profile")
+console = Console()
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn MapwiseError into one line on stderr and exit status 1."""
+
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MapwiseError as err:
+            print(f"mapwise: {err}", file=sys.stderr)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+@mapping_app.command("check")
+@_friendly
+def mapping_check(paths: Annotated[list[Path], typer.Argument(help="mapping YAML files")]) -> None:
+    """Validate mapping files: keys, tables, columns and expressions."""
+    for path in paths:
+        mapping = load_mapping(path)
+        tables = ", ".join(mapping.tables)
+        console.print(f"{path}: ok ({mapping.name} -> {tables})", highlight=False, soft_wrap=True)
+
+
+@mapping_app.command("preview")
+@_friendly
+def mapping_preview(
+    mapping_file: Annotated[Path, typer.Argument(help="mapping YAML file")],
+    data_file: Annotated[Path, typer.Argument(help="one raw file of that source")],
+    rows: Annotated[int, typer.Option(help="rows to show per table")] = 5,
+) -> None:
+    """Apply a mapping to one file and show what each table would get and what it would reject.
+
+    Pseudonyms use a throwaway key, so they differ from the pipeline's.
+    """
+    mapping = load_mapping(mapping_file)
+    try:
+        data = data_file.read_bytes()
+    except OSError as err:
+        raise MapwiseError(f"{data_file}: cannot read ({err.strerror})") from None
+    raw = read_raw(data_file, decompress(data_file, data, mapping.read.compression), mapping.read)
+    key = secrets.token_bytes(32)
+    mapped = map_file(raw, mapping, path=data_file, label=data_file.name, file_id="preview", key=key)
+    with pl.Config(tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40):
+        for table, candidates in mapped.candidates.items():
+            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name)
+            bad = pl.concat([mapped.rejected[table], invalid])
+            console.rule(f"{table}: {good.height:,} accepted, {bad.height:,} rejected of {raw.rows_read:,}")
+            print(good.drop(LINE_COLUMN, FILE_COLUMN).head(rows))
+            if bad.height:
+                print(bad.group_by("column", "reason").len().sort("len", descending=True))
+
+
+@app.command("contracts")
+def contracts(table: Annotated[str | None, typer.Argument(help="one table; all when omitted")] = None) -> None:
+    """Show the canonical tables: columns, types, nullability and checks."""
+    if table is not None and table not in CONTRACTS:
+        print(f"mapwise: unknown table '{table}' (known: {', '.join(CONTRACTS)})", file=sys.stderr)
+        raise typer.Exit(1)
+    for contract in CONTRACTS.values() if table is None else [CONTRACTS[table]]:
+        out = Table(title=f"{contract.name} ({contract.kind}, key {contract.key})", title_justify="left")
+        for name in ("column", "type", "required", "checks"):
+            out.add_column(name)
+        for name, col in contract.schema.columns.items():
+            checks = ", ".join(str(ch.error or ch.name) for ch in col.checks)
+            unique = ["unique"] if col.unique else []
+            out.add_row(name, str(col.dtype), "yes" if not col.nullable else "", ", ".join([*unique, checks]).strip(", "))
+        console.print(out)
+
+
+@report_app.command("ingest")
+@_friendly
+def report_ingest(path: Annotated[Path, typer.Argument(help="report file")] = Path("reports/ingest.json")) -> None:
+    """Summarise an ingest report: rows read, accepted and quarantined per source and table."""
+    print_ingest_report(_read_json(path), console)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MapwiseError(f"{path}: cannot read the report ({err})") from None
+
+
+@report_app.command("evaluate")
+@_friendly
+def report_evaluate(path: Annotated[Path, typer.Argument(help="report file")] = Path("reports/evaluate.json")) -> None:
+    """The quality table: every model and baseline, NDCG@10 with its bootstrap interval."""
+    print_evaluate_report(_read_json(path), console=console)
+
+
+@app.command("tune")
+@_friendly
+def tune_command(
+    params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
+    trials: Annotated[int | None, typer.Option(help="trials to run (default: tune.trials)")] = None,
+) -> None:
+    """Search train hyper-parameters with Optuna (space in params `tune`), each trial an MLflow child run.
+
+    Needs the split stage's output. Writes the best values to tune.out and as a params fragment beside it.
+    """
+    import tempfile
+
+    import yaml
+
+    from mapwise.split import load_split
+    from mapwise.tune import params_fragment, tune
+
+    params = load_params(params_file)
+    split = load_split(params.split.out_dir)
+    with tempfile.TemporaryDirectory(prefix="mapwise-tune-") as work:
+        result = tune(split, params, work_dir=Path(work), trials=trials)
+    out = params.tune.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": params.tune.model, "best_val_ndcg@10": round(result.best_value, 5),
+                               "best_params": result.best_params, "trials": result.trials, "pruned": result.pruned,
+                               "mlflow_parent_run": result.parent_run_id}, indent=2) + "\n")
+    fragment = out.with_suffix(".params.yaml")
+    fragment.write_text(yaml.safe_dump(params_fragment(result.best_params), sort_keys=False))
+    console.print(
+        f"best validation NDCG@10 {result.best_value:.4f} after {result.trials} trials ({result.pruned} pruned).\n"
+        f"Adopt it by merging {fragment} into params.yaml, then `dvc repro`.", highlight=False, soft_wrap=True,
+    )
+
+
+@params_app.command("check")
+@_friendly
+def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml")) -> None:
+    """Validate params.yaml against the typed model."""
+    params = load_params(path)
+    console.print(f"{path}: ok (sections: {', '.join(type(params).model_fields)})", highlight=False, soft_wrap=True)
+
+
+_RECENT_SHOWN = 10  # recent items listed by `profile show`
+
+
+@profile_app.command("show")
+@_friendly
+def profile_show(
+    customer: Annotated[str, typer.Argument(help="customer id (pseudonym)")],
+    profiles: Annotated[Path, typer.Option(help="profiles table")] = Path("data/profiles/profiles.parquet"),
+) -> None:
+    """Show one customer's profile: RFM, segment, interests and most recent items."""
+    try:
+        table = pl.scan_parquet(profiles).filter(pl.col(c.CUSTOMER_ID) == customer).collect()
+    except (OSError, pl.exceptions.PolarsError) as err:
+        problem = type(err).__name__
+        raise MapwiseError(f"{profiles}: cannot read profiles ({problem}; run the profile stage first?)") from None
+    if table.is_empty():
+        raise MapwiseError(f"{profiles}: no profile for customer '{customer}'")
+    row = table.row(0, named=True)
+    items = row.pop(c.RECENT_ITEMS)
+    shown = ("… " if len(items) > _RECENT_SHOWN else "") + ", ".join(items[-_RECENT_SHOWN:])
+    out = Table(title=f"customer {customer}", title_justify="left", show_header=False)
+    out.add_column("field", style="bold")
+    out.add_column("value")
+    for name, value in row.items():
+        text = f"{value:,.2f}" if isinstance(value, float) else "–" if value is None else str(value)
+        out.add_row(name, text)
+    out.add_row(f"{c.RECENT_ITEMS} ({len(items)}, oldest first)", shown)
+    console.print(out)
+
+
+# -- models: registry, serving, batch scoring ----------------------------------------------------
+model_app = typer.Typer(help="The model registry: versions, promotion through the gate, rollback.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
+
+
+@model_app.command("list")
+@_friendly
+def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Every registered version: aliases, architecture, gate decision and lineage."""
+    from datetime import UTC, datetime
+
+    from mapwise.registry import versions
+
+    params = load_params(params_file)
+    name = params.register.model_name
+    out = Table(title=f"{name}", title_justify="left")
+    for column in ("ver", "aliases", "model", "registered", "val ndcg", "gate", "data", "commit"):
+        out.add_column(column, no_wrap=True)
+    for v in versions(params.tracking, name):
+        t = v["tags"]
+        when = datetime.fromtimestamp(v["created"] / 1000, UTC).strftime("%m-%d %H:%M")
+        out.add_row(v["version"], ", ".join(v["aliases"]) or "–", t.get("model", "?"), when, t.get("val_ndcg_at_10", "?")[:6],
+                    t.get("gate.decision", "–"),
+                    t.get("data_version", "?")[:8], t.get("git_commit", "?")[:7])
+    console.print(out)
+    console.print("Gate reasons and figures: reports/promote.json, and the MLflow runs tagged mapwise.stage=promote.")
+
+
+def _decide_and_apply(params, decision) -> None:
+    from mapwise.registry import apply
+
+    apply(params.tracking, decision)
+    style = "green" if decision.promoted else "yellow"
+    console.print(f"[{style}]{decision.action}[/]: {decision.reason}. Champion: version {decision.champion_after}.",
+                  soft_wrap=True)
+
+
+@model_app.command("promote")
+@_friendly
+def model_promote(
+    params_file: ParamsOption = Path("params.yaml"),
+    version: Annotated[str | None, typer.Option(help="version to judge (default: the challenger)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the quality gate (parity is still required)")] = False,
+) -> None:
+    """Run the promotion gate: the challenger becomes champion only if it beats it on the same test data."""
+    from mapwise.gate import gate
+    from mapwise.slices import customer_slices
+    from mapwise.split import load_split
+
+    params = load_params(params_file)
+    split = load_split(params.split.out_dir)
+    decision = gate(params.tracking, params.register.model_name, split, {} if force else customer_slices(params),
+                    params.promote, params.evaluate, params.serve.cache_dir, version=version, force=force)
+    _decide_and_apply(params, decision)
+
+
+@model_app.command("rollback")
+@_friendly
+def model_rollback(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Give `champion` back to the previous champion (recorded like any promotion)."""
+    from mapwise.registry import rollback_decision
+
+    params = load_params(params_file)
+    _decide_and_apply(params, rollback_decision(params.tracking, params.register.model_name))
+
+
+@app.command("serve")
+@_friendly
+def serve_command(
+    params_file: ParamsOption = Path("params.yaml"),
+    model: Annotated[str | None, typer.Option(help="models:/<name>@<alias> or a bundle folder (default: serve.model)")] = None,
+    host: Annotated[str | None, typer.Option(help="default: serve.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: serve.port")] = None,
+    workers: Annotated[int | None, typer.Option(help="default: serve.workers")] = None,
+) -> None:
+    """Serve real-time recommendations over HTTP (docs at /docs), following the champion alias."""
+    import os
+
+    import uvicorn
+
+    from mapwise.serve import MODEL_ENV, PARAMS_ENV, source_from
+
+    params = load_params(params_file)
+    source_from(params, model)  # a bad model reference fails here, in one line
+    from mapwise.privacy import load_key
+
+    load_key(params.ingest.key_file, create=False)
+    os.environ[PARAMS_ENV] = str(params_file.resolve())
+    if model:
+        os.environ[MODEL_ENV] = model
+    s = params.serve
+    console.print(f"mapwise serving on http://{host or s.host}:{port or s.port} (docs: /docs)", highlight=False)
+    uvicorn.run("mapwise.serve:app_from_env", factory=True, host=host or s.host, port=port or s.port,
+                workers=workers or s.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+
+
+@app.command("score")
+@_friendly
+def score_command(
+    params_file: ParamsOption = Path("params.yaml"),
+    model: Annotated[str | None, typer.Option(help="models:/<name>@<alias> or a bundle folder (default: champion)")] = None,
+    k: Annotated[int | None, typer.Option(help="items per customer (default: score.k)")] = None,
+    segment: Annotated[str | None, typer.Option(help="only this RFM segment (from the profiles)")] = None,
+    out: Annotated[Path | None, typer.Option(help=".parquet or .csv (default: score.out)")] = None,
+    include_purchased: Annotated[bool, typer.Option("--include-purchased", help="allow items already bought")] = False,
+) -> None:
+    """Write top-K recommendations for every customer (or a segment): an audience for a campaign tool."""
+    from mapwise.audience import segment_customers, write_audience
+    from mapwise.bundle import load_bundle
+    from mapwise.recommend import Recommender
+    from mapwise.serve import source_from
+
+    params = load_params(params_file)
+    source = source_from(params, model or params.serve.model)
+    version = source.latest()
+    if version is None:
+        raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
+    rec = Recommender(load_bundle(source.fetch(version)))
+    customers = segment_customers(params.profile.out, segment) if segment else None
+    p = params.score
+    done = write_audience(rec, customers, k or p.k, out or p.out,
+                          exclude_purchased=p.exclude_purchased and not include_purchased)
+    console.print(f"{done['rows']:,} recommendations for {done['customers']:,} customers -> {done['out']} "
+                  f"(model {source.description}, version {version})", highlight=False, soft_wrap=True)

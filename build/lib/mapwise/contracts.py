@@ -1,0 +1,201 @@
+"""Canonical table contracts: pandera schemas plus the keys ingest needs to merge and deduplicate.
+
+A *fact* table (events, exposures, sessions) holds one row per source record and has an id column
+that ingest fills from the source file and line when a mapping does not. A *dimension* table
+(customers, items) holds one row per key; rows from several records are merged, the latest
+non-null value of each attribute winning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import pandera.polars as pa
+import polars as pl
+
+from mapwise import columns as c
+
+PSEUDONYM_LENGTH = 32  # hex characters of the keyed HMAC-SHA256 kept as customer id
+MAX_TEXT_LENGTH = 2048  # longest free-text value accepted (titles, categories, ids)
+UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+
+
+def _text(*checks: pa.Check, nullable: bool = True, unique: bool = False) -> pa.Column:
+    return pa.Column(
+        pl.String,
+        [pa.Check.str_length(1, MAX_TEXT_LENGTH), *checks],
+        nullable=nullable,
+        unique=unique,
+    )
+
+
+def _pseudonym(nullable: bool = False, unique: bool = False) -> pa.Column:
+    length = pa.Check.str_length(PSEUDONYM_LENGTH, PSEUDONYM_LENGTH)
+    return pa.Column(pl.String, length, nullable=nullable, unique=unique)
+
+
+def _num(dtype: pl.DataType, *checks: pa.Check, nullable: bool = True) -> pa.Column:
+    return pa.Column(dtype, list(checks), nullable=nullable)
+
+
+def _flag(nullable: bool = True) -> pa.Column:
+    return pa.Column(pl.Boolean, nullable=nullable)
+
+
+def _one_of(values: tuple[str, ...], nullable: bool = True) -> pa.Column:
+    return pa.Column(pl.String, pa.Check.isin(list(values)), nullable=nullable)
+
+
+def _timestamp(nullable: bool) -> pa.Column:
+    return pa.Column(UTC_TIMESTAMP, nullable=nullable)
+
+
+_NON_NEGATIVE = pa.Check.ge(0)
+_UNIT = pa.Check.in_range(0, 1)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One canonical table: its schema, its key and how ingest combines its rows."""
+
+    name: str
+    kind: Literal["fact", "dimension"]
+    key: str
+    schema: pa.DataFrameSchema
+
+    @property
+    def dtypes(self) -> dict[str, pl.DataType]:
+        return {name: col.dtype.type for name, col in self.schema.columns.items()}
+
+    @property
+    def required(self) -> list[str]:
+        return [name for name, col in self.schema.columns.items() if not col.nullable]
+
+    @cached_property
+    def rows_schema(self) -> pa.DataFrameSchema:
+        """The row-level checks alone: key uniqueness is checked on whole tables (see ingest)."""
+        return self.schema.update_column(self.key, unique=False)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.dtypes)
+
+
+def _contract(name: str, kind: Literal["fact", "dimension"], key: str, cols: dict) -> Contract:
+    schema = pa.DataFrameSchema(cols, name=name, strict=True, ordered=True, coerce=False)
+    return Contract(name=name, kind=kind, key=key, schema=schema)
+
+
+CONTRACTS: dict[str, Contract] = {
+    contract.name: contract
+    for contract in (
+        _contract(
+            c.CUSTOMERS,
+            "dimension",
+            c.CUSTOMER_ID,
+            {
+                c.CUSTOMER_ID: _pseudonym(unique=True),
+                c.COUNTRY: _text(),
+                c.REGION: _text(),
+                c.AGE: _num(pl.Int16, pa.Check.in_range(0, 120)),
+                c.AGE_BAND: _one_of(c.AGE_BANDS),
+                c.GENDER: _one_of(c.GENDERS),
+                c.SIGNUP_DATE: pa.Column(pl.Date, nullable=True),
+                c.CONSENT_EMAIL: _flag(),
+                c.CONSENT_SMS: _flag(),
+                c.CONSENT_PHONE: _flag(),
+            },
+        ),
+        _contract(
+            c.ITEMS,
+            "dimension",
+            c.ITEM_ID,
+            {
+                c.ITEM_ID: _text(nullable=False, unique=True),
+                c.TITLE: _text(),
+                c.CATEGORY: _text(),
+                c.PRICE: _num(pl.Float64, _NON_NEGATIVE),
+            },
+        ),
+        _contract(
+            c.EVENTS,
+            "fact",
+            c.EVENT_ID,
+            {
+                c.EVENT_ID: _text(nullable=False, unique=True),
+                c.CUSTOMER_ID: _pseudonym(),
+                c.ITEM_ID: _text(nullable=False),
+                c.EVENT_TYPE: _one_of(c.EVENT_TYPES, nullable=False),
+                c.TIMESTAMP: _timestamp(nullable=False),
+                c.QUANTITY: _num(pl.Int32, pa.Check.gt(0), nullable=False),
+                c.VALUE: _num(pl.Float64, _NON_NEGATIVE),
+                c.SESSION_ID: _text(),
+                c.CHANNEL: _text(),
+                c.SOURCE: _text(nullable=False),
+            },
+        ),
+        _contract(
+            c.CAMPAIGN_EXPOSURES,
+            "fact",
+            c.EXPOSURE_ID,
+            {
+                c.EXPOSURE_ID: _text(nullable=False, unique=True),
+                c.CUSTOMER_ID: _pseudonym(),
+                c.CAMPAIGN_ID: _text(nullable=False),
+                c.ARM: _text(nullable=False),
+                c.TREATED: _flag(nullable=False),
+                c.TIMESTAMP: _timestamp(nullable=True),
+                c.CHANNEL: _text(),
+                c.VISIT: _flag(),
+                c.CONVERSION: _flag(),
+                c.SPEND: _num(pl.Float64, _NON_NEGATIVE),
+                c.SOURCE: _text(nullable=False),
+            },
+        ),
+        _contract(
+            c.SESSIONS,
+            "fact",
+            c.SESSION_ID,
+            {
+                c.SESSION_ID: _text(nullable=False, unique=True),
+                c.CUSTOMER_ID: _pseudonym(nullable=True),
+                c.TIMESTAMP: _timestamp(nullable=True),
+                c.MONTH: _num(pl.Int8, pa.Check.in_range(1, 12)),
+                c.WEEKEND: _flag(),
+                c.VISITOR_TYPE: _one_of(c.VISITOR_TYPES),
+                c.ADMIN_PAGES: _num(pl.Int32, _NON_NEGATIVE),
+                c.ADMIN_DURATION: _num(pl.Float64, _NON_NEGATIVE),
+                c.INFO_PAGES: _num(pl.Int32, _NON_NEGATIVE),
+                c.INFO_DURATION: _num(pl.Float64, _NON_NEGATIVE),
+                c.PRODUCT_PAGES: _num(pl.Int32, _NON_NEGATIVE),
+                c.PRODUCT_DURATION: _num(pl.Float64, _NON_NEGATIVE),
+                c.BOUNCE_RATE: _num(pl.Float64, _UNIT),
+                c.EXIT_RATE: _num(pl.Float64, _UNIT),
+                c.PAGE_VALUE: _num(pl.Float64, _NON_NEGATIVE),
+                c.SPECIAL_DAY: _num(pl.Float64, _UNIT),
+                c.REGION: _text(),
+                c.TRAFFIC_TYPE: _text(),
+                c.BROWSER: _text(),
+                c.OPERATING_SYSTEM: _text(),
+                c.CHANNEL: _text(),
+                c.PURCHASED: _flag(),
+                c.SOURCE: _text(nullable=False),
+            },
+        ),
+    )
+}
+
+QUARANTINE_SCHEMA = pa.DataFrameSchema(
+    {
+        c.SOURCE: pa.Column(pl.String),
+        c.Q_FILE: pa.Column(pl.String),
+        c.Q_LINE: pa.Column(pl.Int64, pa.Check.ge(1)),
+        c.Q_COLUMN: pa.Column(pl.String, nullable=True),
+        c.Q_REASON: pa.Column(pl.String),
+        c.Q_VALUE: pa.Column(pl.String, nullable=True),
+    },
+    name="quarantine",
+    strict=True,
+    ordered=True,
+)

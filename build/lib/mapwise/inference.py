@@ -1,0 +1,22 @@
+"""onnxruntime on the CPU: the graph's input and output names and a well-behaved session (no torch needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+INPUT = "history"
+SCORES = "scores"
+TOP_ITEMS = "top_items"
+TOP_SCORES = "top_scores"
+
+
+def session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
+    """A CPU onnxruntime session; no spinning threads (they burn cores for nothing on small graphs)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,225 @@
+"""Ingest: every source's files, through its mapping, into validated canonical tables.
+
+For every source and table, rows read = rows accepted + rows quarantined. A file whose content
+was already read (same sha256) is skipped and reported, not counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandera.errors as pa_errors
+import polars as pl
+
+from mapwise import columns as c
+from mapwise.contracts import CONTRACTS, QUARANTINE_SCHEMA, Contract
+from mapwise.errors import MapwiseError
+from mapwise.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
+from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
+from mapwise.mapping.readers import decompress, preview_expr, read_raw
+from mapwise.mapping.spec import Mapping
+from mapwise.progress import steps
+
+
+@dataclass
+class IngestResult:
+    """Canonical tables, quarantined rows per table, and the report of what was read."""
+
+    tables: dict[str, pl.DataFrame]
+    quarantine: dict[str, pl.DataFrame]
+    report: dict = field(default_factory=dict)
+
+
+def find_files(raw_dir: Path, mapping: Mapping) -> list[Path]:
+    """The files a mapping reads, sorted; an error when none match."""
+    found = sorted({p for pattern in mapping.read.patterns for p in raw_dir.glob(pattern) if p.is_file()})
+    if not found:
+        patterns = ", ".join(mapping.read.patterns)
+        raise MapwiseError(f"source '{mapping.name}': no file under {raw_dir} matches {patterns}")
+    return found
+
+
+def _empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema={name: col.dtype.type for name, col in QUARANTINE_SCHEMA.columns.items()})
+
+
+def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
+    """A 64-bit hash per row over `cols` (xor of seeded column hashes: ~5x faster than a struct hash)."""
+    return frame.select(pl.reduce(lambda a, b: a ^ b, [pl.col(c).hash(seed=i) for i, c in enumerate(cols)])).to_series()
+
+
+def _deduplicate(
+    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence.
+
+    Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked.
+    """
+    rejected = []
+    content = [col for col in contract.dtypes if col not in (contract.key, c.SOURCE)]
+    checks = [(content, "duplicate row")] + ([([contract.key], "duplicate id")] if ids_mapped else [])
+    for cols, reason in checks:
+        if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
+            continue  # cheap hashed check first: distinct hashes mean distinct rows
+        first = pl.concat_str([pl.lit("first at "), pl.col(FILE_COLUMN), pl.lit(":"), pl.col(LINE_COLUMN)])
+        marked = frame.with_columns(
+            pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of")
+        )
+        repeats = marked.filter(~pl.col("__first"))
+        if repeats.height:
+            rejected.append(
+                repeats.select(
+                    pl.lit(source).alias(c.SOURCE),
+                    pl.col(FILE_COLUMN).alias(c.Q_FILE),
+                    pl.col(LINE_COLUMN).alias(c.Q_LINE),
+                    pl.lit(None if len(cols) > 1 else contract.key, pl.String).alias(c.Q_COLUMN),
+                    pl.lit(reason).alias(c.Q_REASON),
+                    pl.col("__of").alias(c.Q_VALUE),
+                )
+            )
+        frame = marked.filter(pl.col("__first")).drop("__first", "__of")
+    return frame, pl.concat(rejected) if rejected else _empty_quarantine()
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split candidate rows into those the contract's row checks accept and quarantine rows for the rest."""
+    try:
+        contract.rows_schema.validate(frame.select(list(contract.dtypes)), lazy=True)
+        return frame, _empty_quarantine()
+    except pa_errors.SchemaErrors as err:
+        cases = err.failure_cases
+    if cases["index"].null_count():
+        raise MapwiseError(f"{contract.name}: rows from '{source}' break the contract as a whole:\n{cases}")
+    cases = cases.sort("index").unique("index", keep="first", maintain_order=True)
+    index = cases["index"].cast(pl.Int64)
+    check = cases["check"]
+    reason = pl.when(check == "not_nullable").then(pl.lit("missing value")).otherwise(
+        pl.concat_str([pl.lit("failed check "), check])
+    )
+    value = pl.when(pl.col("column") == c.CUSTOMER_ID).then(pl.lit(REDACTED)).otherwise(
+        preview_expr(pl.col("failure_case"))
+    )
+    bad = frame.select(FILE_COLUMN, LINE_COLUMN)[index].with_columns(
+        cases.select(pl.col("column").alias(c.Q_COLUMN), reason.alias(c.Q_REASON), value.alias(c.Q_VALUE))
+    )
+    bad = bad.with_columns(pl.lit(source).alias(c.SOURCE)).rename(
+        {FILE_COLUMN: c.Q_FILE, LINE_COLUMN: c.Q_LINE}
+    )
+    keep = ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(index.implode())
+    return frame.filter(keep), bad.select(QUARANTINE_COLUMNS)
+
+
+def _unique_ids(frame: pl.DataFrame, contract: Contract, sources: list[str]) -> pl.DataFrame:
+    """The fact table, after checking that no id comes from two sources (each source is deduplicated)."""
+    if len(sources) < 2:
+        return frame
+    ids = frame[contract.key]
+    if _row_hashes(frame, [contract.key]).n_unique() != frame.height and ids.is_duplicated().any():
+        example = ids.filter(ids.is_duplicated())[0]
+        raise MapwiseError(
+            f"{contract.name}: id '{example}' comes from more than one of {', '.join(sources)}; "
+            f"make the {contract.key} each mapping gives distinct (e.g. prefix it with the source)"
+        )
+    return frame
+
+
+def _merge_dimension(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """One row per key: each attribute's latest non-null value."""
+    attrs = [col for col in contract.dtypes if col != contract.key]
+    merged = frame.group_by(contract.key, maintain_order=True).agg(
+        [pl.col(a).drop_nulls().last() for a in attrs]
+    )
+    return merged.select(list(contract.dtypes)).sort(contract.key)
+
+
+def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
+    """Quarantined rows per 'column: reason', most frequent first."""
+    column, reason = pl.col(c.Q_COLUMN), pl.col(c.Q_REASON)
+    label = pl.when(column.is_not_null()).then(pl.concat_str([column, pl.lit(": "), reason])).otherwise(reason)
+    counts = bad_rows.group_by(label.alias("reason")).len().sort(["len", "reason"], descending=[True, False])
+    return dict(counts.iter_rows())
+
+
+def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, str]) -> tuple[dict, dict, dict]:
+    files_report, candidates, rejected = [], {t: [] for t in mapping.tables}, {t: [] for t in mapping.tables}
+    rows_read = 0
+    for path in steps(find_files(raw_dir, mapping), f"ingest {mapping.name}"):
+        label = path.relative_to(raw_dir).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            files_report.append({"path": label, "sha256": digest, "status": f"skipped: same content as {seen[digest]}"})
+            continue
+        seen[digest] = label
+        raw = read_raw(path, decompress(path, data, mapping.read.compression), mapping.read)
+        mapped = map_file(raw, mapping, path=path, label=label, file_id=digest[:12], key=key)
+        rows_read += raw.rows_read
+        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": raw.rows_read})
+        for table in mapping.tables:
+            candidates[table].append(mapped.candidates[table])
+            rejected[table].append(mapped.rejected[table])
+    accepted, quarantined, tables_report = {}, {}, {}
+    for table in mapping.tables:
+        contract = CONTRACTS[table]
+        frame = pl.concat(candidates[table]) if candidates[table] else contract.empty()
+        bad = [*rejected[table]]
+        if contract.kind == "fact" and candidates[table]:
+            ids_mapped = contract.key in mapping.tables[table].columns
+            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped)
+            bad.append(dups)
+        if candidates[table]:
+            frame, invalid = validate_rows(frame, contract, mapping.name)
+            bad.append(invalid)
+        bad_rows = pl.concat(bad) if bad else _empty_quarantine()
+        if frame.height + bad_rows.height != rows_read:
+            raise MapwiseError(
+                f"internal error: {mapping.name} -> {table}: {frame.height} accepted + "
+                f"{bad_rows.height} quarantined != {rows_read} read"
+            )
+        accepted[table], quarantined[table] = frame, bad_rows
+        reasons = _reason_counts(bad_rows)
+        tables_report[table] = {
+            "read": rows_read,
+            "accepted": frame.height,
+            "quarantined": bad_rows.height,
+            "reasons": reasons,
+        }
+    report = {"files": files_report, "rows_read": rows_read, "tables": tables_report}
+    return accepted, quarantined, report
+
+
+def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes) -> IngestResult:
+    """Map every source into the canonical tables; quarantine what the contracts reject."""
+    seen: dict[str, str] = {}
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
+    bad_parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
+    sources_report = {}
+    for mapping in mappings:
+        accepted, quarantined, report = _ingest_source(raw_dir, mapping, key, seen)
+        sources_report[mapping.name] = report
+        for table in accepted:
+            parts[table].append(accepted[table])
+            bad_parts[table].append(quarantined[table])
+    tables, quarantine, tables_report = {}, {}, {}
+    for name, contract in CONTRACTS.items():
+        frame = pl.concat(parts[name]).select(list(contract.dtypes)) if parts[name] else contract.empty()
+        sources = [m.name for m in mappings if name in m.tables]
+        if contract.kind == "dimension":
+            tables[name] = contract.schema.validate(_merge_dimension(frame, contract))
+        else:  # rows were validated per source; ids must not repeat across sources either
+            tables[name] = _unique_ids(frame, contract, sources)
+        bad = pl.concat(bad_parts[name]) if bad_parts[name] else _empty_quarantine()
+        quarantine[name] = QUARANTINE_SCHEMA.validate(bad.sort(c.SOURCE, c.Q_FILE, c.Q_LINE, maintain_order=True))
+        read = sum(sources_report[source]["rows_read"] for source in sources)
+        tables_report[name] = {
+            "rows": tables[name].height,
+            "read": read,
+            "accepted": sum(p.height for p in parts[name]),
+            "quarantined": bad.height,
+        }
+    return IngestResult(tables, quarantine, {"sources": sources_report, "tables": tables_report})

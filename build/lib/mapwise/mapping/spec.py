@@ -1,0 +1,183 @@
+"""The mapping file: how one source's files become rows of canonical tables.
+
+A mapping is applied in this order, each step seeing the columns the previous one produced:
+read -> rename -> value_maps -> casts / timestamps -> identity -> derive -> tables.
+The identity's raw value, and every column it reads, is replaced by the pseudonym before any
+later step sees it, so no raw customer id can reach a table.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mapwise import columns as c
+from mapwise.contracts import CONTRACTS
+from mapwise.errors import MapwiseError, describe
+from mapwise.mapping.expressions import ExpressionError, compile_expression
+
+Scalar = str | int | float | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReadSpec(_Strict):
+    """Where the files are and how to parse them."""
+
+    pattern: str | list[str] = Field(description="glob(s) relative to the raw data folder")
+    format: Literal["csv", "tsv", "whitespace", "parquet", "jsonl"] = "csv"
+    compression: Literal["auto", "none", "gzip", "bz2", "xz"] = "auto"
+    encoding: str = "utf-8"
+    delimiter: str | None = Field(None, description="default: ',' for csv, tab for tsv")
+    quote: str | None = '"'
+    header: bool = True
+    names: list[str] | None = Field(None, description="column names when header is false")
+    skip_rows: int = Field(0, ge=0, description="lines to skip before the header")
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NULL", "null"])
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
+
+    @property
+    def separator(self) -> str:
+        if self.delimiter is not None:
+            return self.delimiter
+        return "\t" if self.format == "tsv" else ","
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _one_char(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) != 1:
+            raise ValueError("must be a single one-byte character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown encoding '{value}'") from None
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> ReadSpec:
+        if not self.header and not self.names and self.format not in ("parquet", "jsonl"):
+            raise ValueError("header: false needs names: [...]")
+        return self
+
+
+class TimestampSpec(_Strict):
+    """Parse a text column as a point in time, converted to UTC."""
+
+    format: str | None = Field(None, description="strftime format, e.g. '%d/%m/%Y %H:%M'")
+    epoch: Literal["s", "ms", "us", "ns"] | None = None
+    timezone: str = Field("UTC", description="zone of the values when they carry none")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TimestampSpec:
+        if (self.format is None) == (self.epoch is None):
+            raise ValueError("give exactly one of format or epoch")
+        return self
+
+
+CastType = Literal["str", "int", "float", "bool", "date"]
+
+
+class TableSpec(_Strict):
+    """How one canonical table is filled from the source's columns."""
+
+    filter: str | None = Field(None, description="rows where this is false are quarantined as excluded")
+    columns: dict[str, str] = Field(description="canonical column -> expression")
+
+
+class Mapping(_Strict):
+    """One source, declared in `mappings/<name>.yaml`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    read: ReadSpec
+    rename: dict[str, str] = Field(default_factory=dict)
+    value_maps: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+    casts: dict[str, CastType] = Field(default_factory=dict)
+    timestamps: dict[str, TimestampSpec] = Field(default_factory=dict)
+    identity: str | None = Field(
+        None, description="expression (usually a column) giving the raw customer id to pseudonymise"
+    )
+    derive: dict[str, str] = Field(default_factory=dict)
+    tables: dict[str, TableSpec]
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, tables: dict[str, TableSpec]) -> dict[str, TableSpec]:
+        for table, spec in tables.items():
+            if table not in CONTRACTS:
+                raise ValueError(f"unknown table '{table}' (known: {', '.join(CONTRACTS)})")
+            contract = CONTRACTS[table]
+            for column in spec.columns:
+                if column not in contract.dtypes:
+                    known = ", ".join(contract.dtypes)
+                    raise ValueError(f"{table}: unknown column '{column}' (known: {known})")
+                if column in (c.CUSTOMER_ID, c.SOURCE):
+                    raise ValueError(f"{table}.{column} is filled by ingest; do not map it")
+            auto = {c.CUSTOMER_ID, c.SOURCE} | ({contract.key} if contract.kind == "fact" else set())
+            missing = [col for col in contract.required if col not in spec.columns and col not in auto]
+            if missing:
+                raise ValueError(f"{table}: required column(s) not mapped: {', '.join(missing)}")
+        return tables
+
+    @model_validator(mode="after")
+    def _identity_for_customers(self) -> Mapping:
+        for table in self.tables:
+            if self.identity is None and c.CUSTOMER_ID in CONTRACTS[table].required:
+                raise ValueError(f"{table} needs customer ids: set identity: <column>")
+        return self
+
+    def expressions(self) -> Iterator[tuple[str, str]]:
+        """Every expression with its place in the file, e.g. ('tables.events.columns.value', ...)."""
+        if self.identity:
+            yield "identity", self.identity
+        yield from ((f"derive.{k}", v) for k, v in self.derive.items())
+        for table, spec in self.tables.items():
+            if spec.filter:
+                yield f"tables.{table}.filter", spec.filter
+            yield from ((f"tables.{table}.columns.{k}", v) for k, v in spec.columns.items())
+
+
+def parse_mapping(data: object, origin: str) -> Mapping:
+    """Validate a mapping's content; errors name the file and the key."""
+    if not isinstance(data, dict):
+        raise MapwiseError(f"{origin}: a mapping must be a YAML mapping of keys")
+    try:
+        mapping = Mapping.model_validate(data)
+    except ValidationError as err:
+        raise MapwiseError(f"{origin}: {describe(err)}") from None
+    for where, text in mapping.expressions():
+        try:
+            compile_expression(text)
+        except ExpressionError as err:
+            raise MapwiseError(f"{origin}: {where}: {err}") from None
+    return mapping
+
+
+def load_mapping(path: Path) -> Mapping:
+    """Read and validate one mapping file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise MapwiseError(f"{path}: cannot read mapping ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise MapwiseError(f"{path}: invalid YAML{where}") from None
+    mapping = parse_mapping(data, str(path))
+    if mapping.name != path.stem:
+        raise MapwiseError(f"{path}: name '{mapping.name}' must match the file name '{path.stem}'")
+    return mapping

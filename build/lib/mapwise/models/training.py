@@ -1,0 +1,159 @@
+"""Train one sequence recommender with Lightning on whatever hardware the params ask for.
+
+Checkpoints live in a folder named by a hash of everything that shapes the model, so an
+interrupted run resumes from its last checkpoint and a changed param starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader, TensorDataset
+
+from mapwise.models.module import VAL_METRIC, RecommenderModule
+from mapwise.models.networks import SequenceRecommender, build_network
+from mapwise.models.sequences import customer_sequences, next_item_examples, pad_left, sequence_chunks
+from mapwise.params import ModelParams, TrainParams
+from mapwise.split import HISTORY, TARGETS, Split
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    name: str
+    best_score: float
+    best_epoch: int
+    epochs: int
+    resumed_after_epochs: int | None  # epochs already done when an interrupted run was resumed
+    seconds: float
+    checkpoint: Path
+    curve: list[dict] = field(default_factory=list)
+
+
+class _Curve(Callback):
+    """Per-epoch train loss and validation NDCG, for plots."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics  # validation has run by now, and the epoch's train loss is in
+        row = {"epoch": trainer.current_epoch, "train_loss": float(metrics["train_loss"])}
+        self.rows.append({**row, VAL_METRIC: float(metrics[VAL_METRIC])})
+
+
+def resolve_precision(p: TrainParams) -> str:
+    """`auto`: bf16-mixed on a GPU that supports it, else full fp32."""
+    if p.precision != "auto":
+        return p.precision
+    gpu = p.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def window_tensors(histories: Sequence[np.ndarray], targets: Sequence[np.ndarray], max_len: int) -> TensorDataset:
+    """Evaluation rows: left-padded histories and targets padded with -1."""
+    width = max((len(t) for t in targets), default=1)
+    padded = np.full((len(targets), width), -1, dtype=np.int64)
+    for row, items in enumerate(targets):
+        padded[row, : len(items)] = items
+    return TensorDataset(torch.from_numpy(pad_left(histories, max_len)), torch.from_numpy(padded))
+
+
+def config_hash(name: str, split: Split, p: TrainParams) -> str:
+    """Identifies a training run: model, params (hardware aside), the data it sees and the model code."""
+    shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir", "report"})
+    data = f"{split.n_items}:{split.train.height}:{split.train['item_idx'].sum()}"
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
+    return hashlib.sha256(json.dumps([name, shaping, data, code], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def train_model(
+    name: str,
+    split: Split,
+    p: TrainParams,
+    *,
+    work_dir: Path,
+    logger: Logger | bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+) -> TrainResult:
+    """Fit `name` on the split's training interactions, early-stopped and selected on validation."""
+    L.seed_everything(p.seed, workers=True, verbose=False)
+    start = time.perf_counter()
+    m = p.model
+    sequences = customer_sequences(split.train)
+    module = RecommenderModule(name, split.n_items, m.model_dump(), p.lr, p.weight_decay, p.optimizer)
+    examples = sequence_chunks if module.net.every_position else next_item_examples
+    inputs, targets = examples(sequences, m.max_len)
+    train = DataLoader(
+        TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets)), batch_size=p.batch_size, shuffle=True
+    )
+    valid_rows = window_tensors(
+        [np.asarray(h) for h in split.valid[HISTORY].to_list()],
+        [np.asarray(t) for t in split.valid[TARGETS].to_list()],
+        m.max_len,
+    )
+    valid = DataLoader(valid_rows, batch_size=max(p.batch_size, 512))
+    ckpt_dir = work_dir / f"{name}-{config_hash(name, split, p)}"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=VAL_METRIC, mode="max", save_last=True)
+    curve = _Curve()
+    trainer = L.Trainer(
+        accelerator=p.accelerator,
+        devices=p.devices,
+        strategy=p.strategy,
+        num_nodes=p.num_nodes,
+        precision=resolve_precision(p),
+        max_epochs=p.max_epochs,
+        callbacks=[best, EarlyStopping(VAL_METRIC, mode="max", patience=p.patience), curve, *callbacks],
+        logger=logger,
+        deterministic=True,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resumed = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1 if last.exists() else None
+    trainer.fit(module, train, valid, ckpt_path=last if last.exists() else None)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    return TrainResult(
+        name=name,
+        best_score=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+        best_epoch=int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"]),
+        epochs=trainer.current_epoch,
+        resumed_after_epochs=resumed,
+        seconds=time.perf_counter() - start,
+        checkpoint=best_path,
+        curve=curve.rows,
+    )
+
+
+def export_network(checkpoint: Path, path: Path) -> None:
+    """Save the selected network's weights and shape as a small, framework-light file."""
+    module = RecommenderModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hparams": dict(module.hparams), "state_dict": module.net.state_dict()}, path)
+
+
+def load_network(path: Path) -> SequenceRecommender:
+    """A network saved by `export_network`, in eval mode on the CPU."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    h = saved["hparams"]
+    net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
+    net.load_state_dict(saved["state_dict"])
+    return net.eval()
+
+
+def network_hparams(path: Path) -> dict:
+    """What a network saved by `export_network` was built and trained with (name, sizes, lr, optimizer...)."""
+    return dict(torch.load(path, map_location="cpu", weights_only=False)["hparams"])

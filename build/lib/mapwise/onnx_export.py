@@ -1,0 +1,166 @@
+"""ONNX export of a sequence network, proven equal to it before anyone serves it.
+
+The graph takes `history` (int64 [batch, length], left-padded item indices) and returns `scores`
+(float32 [batch, n_items + 1], column 0 = padding at -inf), plus `top_items` / `top_scores` when a
+top-K is built in. Batch is always dynamic; length is dynamic (2..max_len) for the models that read
+any window length (GRU, SASRec) and fixed to max_len for Caser, whose convolutions read a fixed window.
+
+The GRU goes through the TorchScript exporter (native ONNX GRU op): with torch 2.13 the dynamo exporter
+fixes its length axis to the example's on every GRU export after the first in a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from mapwise.errors import MapwiseError
+from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES
+from mapwise.models.networks import Caser, GRU4Rec, SASRec, SequenceRecommender
+from mapwise.models.sequences import pad_left
+from mapwise.split import PADDING_IDX
+
+
+class _Graph(nn.Module):
+    """What the ONNX graph computes: catalogue scores, and optionally the top K (indices, scores)."""
+
+    def __init__(self, net: SequenceRecommender, top_k: int | None) -> None:
+        super().__init__()
+        self.net, self.top_k = net, top_k
+
+    def forward(self, history: torch.Tensor):
+        net = self.net
+        scores = net.scores(_sasrec_last(net, history)) if isinstance(net, SASRec) else net(history)
+        if self.top_k is None:
+            return scores
+        top_scores, top_items = torch.topk(scores, self.top_k, dim=1)
+        return scores, top_items, top_scores
+
+
+def _sasrec_last(net: SASRec, seq: torch.Tensor) -> torch.Tensor:
+    """SASRec's representation of the last position only, the same arithmetic as `net.encode`.
+
+    Serving needs no other position, so the last layer computes attention and feed-forward for one
+    query instead of max_len (keys and values still span the window): about half the work for 2 layers.
+    The parity check holds this to the network's own output.
+    """
+    length = seq.shape[1]
+    keep = (seq != PADDING_IDX).unsqueeze(-1).to(net.items.weight.dtype)
+    x = (net.items(seq) * net.items.embedding_dim**0.5 + net.positions(torch.arange(length, device=seq.device))) * keep
+    *first, last = net.encoder.layers
+    for layer in first:
+        x = layer(x, src_mask=net.causal[:length, :length], is_causal=True)
+    h = last.norm1(x)
+    y = x[:, -1:] + last.self_attn(h[:, -1:], h, h, need_weights=False)[0]  # the last query may see every key
+    y = y + last.linear2(last.activation(last.linear1(last.norm2(y))))
+    return net.norm(y[:, 0] * keep[:, -1])
+
+
+def dynamic_length(net: SequenceRecommender) -> bool:
+    """Whether the network reads windows of any length up to max_len (Caser's layout is fixed)."""
+    return not isinstance(net, Caser)
+
+
+def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = None) -> None:
+    """Write `net` as ONNX at `path`; afterwards the input axes are checked to really be dynamic."""
+    net = net.eval()
+    if top_k is not None and not 1 <= top_k <= net.n_items:
+        raise MapwiseError(f"export.top_k: {top_k} must lie in 1..{net.n_items} (the catalogue)")
+    # batch >= 2 and length >= 2 (and not max_len itself), or the exporter specialises those dims
+    length = net.max_len - 1 if dynamic_length(net) and net.max_len > 2 else net.max_len
+    example = torch.randint(1, net.n_items + 1, (3, length), dtype=torch.int64)
+    outputs = [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES]
+    if isinstance(net, GRU4Rec):
+        axes = {INPUT: {0: "batch", 1: "length"}, **{name: {0: "batch"} for name in outputs}}
+        options = {"dynamic_axes": axes, "dynamo": False}
+    else:
+        dims = {0: torch.export.Dim("batch", min=1, max=1 << 20)}
+        if dynamic_length(net):
+            dims[1] = torch.export.Dim("length", min=2, max=net.max_len)
+        options = {"dynamic_shapes": (dims,), "dynamo": True, "external_data": False}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed": noise here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Graph(net, top_k), (example,), str(path), input_names=[INPUT], output_names=outputs,
+                          verbose=False, **options)
+    exporter_log.setLevel(level)
+    check_dynamic_axes(path, length_dynamic=dynamic_length(net))
+
+
+def check_dynamic_axes(path: Path, *, length_dynamic: bool) -> None:
+    """The exporter can silently fix an axis to the example's size: insist they are symbolic."""
+    (graph_input,) = onnx.load(str(path), load_external_data=False).graph.input
+    dims = graph_input.type.tensor_type.shape.dim
+    expected = {"batch": 0, **({"length": 1} if length_dynamic else {})}
+    for axis_name, axis in expected.items():
+        if not dims[axis].dim_param:
+            raise MapwiseError(f"{path}: the {axis_name} axis was exported fixed at {dims[axis].dim_value}, not dynamic")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely the ONNX graph reproduces the network on real inputs."""
+
+    customers: int
+    max_abs_diff: float
+    top10_agreement: float  # share of customers whose top-10 item sets are identical
+    atol: float
+    min_agreement: float
+    shapes_checked: list[list[int]]
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.top10_agreement >= self.min_agreement
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _top10(scores: np.ndarray) -> np.ndarray:
+    k = min(10, scores.shape[1] - 1)
+    return np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+
+
+def check_parity(
+    net: SequenceRecommender, sess: ort.InferenceSession, histories: list[np.ndarray], *, atol: float,
+    min_agreement: float, batch: int = 512,
+) -> Parity:
+    """Score the same real histories with torch and onnxruntime and compare; also at batch 1 and a shorter length."""
+    if not histories:
+        raise MapwiseError("parity check: no histories to compare on")
+    net = net.eval()
+    windows = pad_left(histories, net.max_len)
+    shapes = [(min(batch, len(windows)), net.max_len), (1, net.max_len)]
+    if dynamic_length(net):
+        shapes.append((min(3, len(windows)), max(2, net.max_len // 2)))
+    worst, agree, compared = 0.0, 0, 0
+    for start in range(0, len(windows), batch):
+        chunk = windows[start : start + batch]
+        torch_scores, onnx_scores = _both(net, sess, chunk)
+        worst = max(worst, float(np.abs(torch_scores[:, 1:] - onnx_scores[:, 1:]).max()))
+        agree += int((_top10(torch_scores) == _top10(onnx_scores)).all(axis=1).sum())
+        compared += len(chunk)
+    for rows, length in shapes[1:]:  # other batch sizes and lengths must run and agree too
+        torch_scores, onnx_scores = _both(net, sess, windows[:rows, -length:])
+        worst = max(worst, float(np.abs(torch_scores[:, 1:] - onnx_scores[:, 1:]).max()))
+    return Parity(compared, worst, agree / compared, atol, min_agreement, [list(s) for s in shapes])
+
+
+def _both(net: SequenceRecommender, sess: ort.InferenceSession, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        expected = net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+    got = sess.run([SCORES], {INPUT: np.ascontiguousarray(windows)})[0]
+    if got.shape != expected.shape:
+        raise MapwiseError(f"parity check: ONNX scores have shape {got.shape}, the network {expected.shape}")
+    return expected, got

@@ -1,0 +1,235 @@
+"""The typed model of `params.yaml`: one section per stage, unknown keys rejected."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mapwise.errors import MapwiseError, describe
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(_Section):
+    """`ingest`: which sources to map, from where, into where."""
+
+    raw_dir: Path = Field(description="folder the mappings' file patterns are relative to")
+    mappings_dir: Path = Path("mappings")
+    sources: list[str] = Field(min_length=1, description="mapping names, i.e. <mappings_dir>/<name>.yaml")
+    canonical_dir: Path = Path("data/canonical")
+    quarantine_dir: Path = Path("data/quarantine")
+    report: Path = Path("reports/ingest.json")
+    key_file: Path = Field(Path(".mapwise/hmac.key"), description="used when $MAPWISE_HMAC_KEY is unset")
+
+
+class ProfileParams(_Section):
+    """`profile`: customer profiles as of one point in time."""
+
+    as_of: datetime | None = Field(None, description="UTC cutoff; null = just after the last event")
+    sequence_length: int = Field(20, ge=1, description="most recent items kept per customer")
+    category_tokens: int = Field(40, ge=2, description="categories derived from title words, when items have none")
+    out: Path = Path("data/profiles/profiles.parquet")
+    report: Path = Path("reports/profile.html")
+
+
+class SplitParams(_Section):
+    """`split`: leakage-free train / validation / test."""
+
+    method: Literal["temporal", "leave_last_out"] = "temporal"
+    cutoff: datetime = Field(description="T: test targets are bought in [T, T + horizon)")
+    validation_days: int = Field(30, ge=1, description="validation window [T - days, T)")
+    horizon_days: int = Field(30, ge=1)
+    min_history: int = Field(1, ge=1, description="purchases needed before a window to be evaluated")
+    out_dir: Path = Path("data/split")
+    report: Path = Path("reports/split.json")
+
+
+class ModelParams(_Section):
+    """Sizes shared by the sequence models, and each model's own."""
+
+    max_len: int = Field(20, ge=2, description="most recent items a model reads")
+    embedding_dim: int = Field(64, ge=8)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    gru_layers: int = Field(1, ge=1)
+    caser_window: int = Field(5, ge=2, description="Caser reads the last L items")
+    caser_h_filters: int = Field(16, ge=1)
+    caser_v_filters: int = Field(4, ge=1)
+    sasrec_layers: int = Field(2, ge=1)
+    sasrec_heads: int = Field(2, ge=1)
+
+
+class TrainParams(_Section):
+    """`train`: which sequence models, how, and on what hardware (Lightning Trainer arguments)."""
+
+    models: list[Literal["gru", "caser", "sasrec"]] = Field(min_length=1)
+    model: ModelParams = ModelParams()
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    max_epochs: int = Field(20, ge=1)
+    patience: int = Field(3, ge=1, description="epochs without validation NDCG gain before stopping")
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = Field("auto", description="auto = bf16-mixed on a bf16 GPU, else 32-true")
+    out_dir: Path = Path("models/trained")
+    report: Path = Path("reports/train.json")
+
+
+class SearchRange(_Section):
+    """A numeric range to search: integers when both ends are integers (and not log)."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+
+class SearchChoice(_Section):
+    """A set of values to choose from."""
+
+    choices: list[int | float | str]
+
+
+class TuneParams(_Section):
+    """`mapwise tune`: an Optuna study over a space of `train` keys ("lr", "model.embedding_dim", ...)."""
+
+    model: Literal["gru", "caser", "sasrec"] = "sasrec"
+    trials: int = Field(20, ge=1)
+    max_epochs: int = Field(10, ge=1)
+    timeout_minutes: float | None = Field(None, gt=0)
+    space: dict[str, SearchRange | SearchChoice]
+    out: Path = Path("reports/tune.json")
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, space: dict) -> dict:
+        for key in space:
+            section, _, name = key.rpartition(".")
+            fields = ModelParams.model_fields if section == "model" else TrainParams.model_fields
+            if section not in ("", "model") or name not in fields or name in ("model", "models"):
+                raise ValueError(f"'{key}' is not a train parameter (e.g. lr, model.embedding_dim)")
+        return space
+
+
+class TrackingParams(_Section):
+    """MLflow: where runs and the registry live ($MLFLOW_TRACKING_URI overrides uri)."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "mapwise"
+
+
+class EvaluateParams(_Section):
+    """`evaluate`: full-ranking metrics for models and baselines."""
+
+    ks: list[int] = Field([5, 10, 20], min_length=1)
+    headline_k: int = Field(10, ge=1, description="K of the headline NDCG (with intervals); one of ks")
+    baselines: list[Literal["popularity", "personal_popularity", "item_knn"]] = ["popularity", "personal_popularity", "item_knn"]
+    popularity_window_days: int = Field(30, ge=1)
+    knn_neighbours: int = Field(100, ge=1)
+    bootstrap: int = Field(1000, ge=100)
+    seed: int = 0
+    report: Path = Path("reports/evaluate.json")
+    plots_dir: Path = Path("reports/plots")
+
+
+class ExportParams(_Section):
+    """`export`: ONNX graphs proven equal to the trained networks, bundled with what serving needs."""
+
+    out_dir: Path = Path("models/export")
+    top_k: int | None = Field(10, ge=1, description="top-K built into the graph (outputs top_items, top_scores); null = scores only")
+    parity_customers: int = Field(1000, ge=1, description="test customers whose real histories the parity check scores")
+    atol: float = Field(1e-4, gt=0, description="largest allowed |torch - onnxruntime| score difference")
+    min_top10_agreement: float = Field(0.99, gt=0, le=1, description="share of customers whose top-10 must agree")
+    cold_start_window_days: int = Field(30, ge=1, description="popularity window for customers with no history")
+    report: Path = Path("reports/export.json")
+
+
+class RegisterParams(_Section):
+    """`register`: the selected export becomes a version of the registered model, alias `challenger`."""
+
+    model_name: str = Field("mapwise-recommender", min_length=1)
+    candidate: Literal["best", "gru", "caser", "sasrec"] = Field("best", description="best = highest validation NDCG")
+    report: Path = Path("reports/register.json")
+
+
+class PromoteParams(_Section):
+    """`promote`: the gate that moves `champion` to the challenger, on the same test data for both."""
+
+    variant: Literal["all_items", "new_items"] = "all_items"
+    margin: float = Field(0.001, ge=0, description="headline NDCG gain the challenger needs over the champion")
+    max_slice_drop: float = Field(0.02, ge=0, description="largest NDCG drop allowed on any slice")
+    min_slice_customers: int = Field(50, ge=1, description="smaller slices are reported but do not block")
+    report: Path = Path("reports/promote.json")
+
+
+class ServeParams(_Section):
+    """`mapwise serve`: the HTTP service on onnxruntime."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model: str | None = Field(None, description="models:/<name>@<alias>, or a bundle folder; null = champion")
+    poll_seconds: float = Field(10, gt=0, description="how often the champion alias is checked")
+    workers: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per worker")
+    max_k: int = Field(100, ge=1)
+    max_recent_items: int = Field(100, ge=1)
+    max_list_items: int = Field(1000, ge=1, description="longest allow / deny / category list")
+    max_body_bytes: int = Field(65536, ge=1024)
+    cache_dir: Path = Path(".mapwise/serving")
+
+
+class ScoreParams(_Section):
+    """`mapwise score`: top-K for every customer (or a segment), for campaign tools."""
+
+    k: int = Field(10, ge=1)
+    exclude_purchased: bool = True
+    out: Path = Path("data/audience/recommendations.parquet")
+
+
+with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class Params(_Section):
+        """All of params.yaml."""
+
+        ingest: IngestParams
+        profile: ProfileParams
+        split: SplitParams
+        train: TrainParams
+        tracking: TrackingParams = TrackingParams()
+        evaluate: EvaluateParams
+        tune: TuneParams
+        export: ExportParams = ExportParams()
+        register: RegisterParams = RegisterParams()
+        promote: PromoteParams = PromoteParams()
+        serve: ServeParams = ServeParams()
+        score: ScoreParams = ScoreParams()
+
+
+def parse_params(data: object, origin: str = "params.yaml") -> Params:
+    """Validate params; a wrong key or type fails with one line naming it."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise MapwiseError(f"{origin}: {describe(err)}") from None
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError:
+        raise MapwiseError(f"{path}: invalid YAML") from None
+    return parse_params(data, str(path))

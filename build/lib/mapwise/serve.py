@@ -1,0 +1,389 @@
+"""The real-time service: FastAPI over onnxruntime, following the registry's `champion` alias.
+
+A background thread checks the alias every `serve.poll_seconds`; a new version is downloaded,
+loaded and smoke-checked before it replaces the one serving, and a version that fails is refused
+(and reported by `/model`) while the old one keeps answering. Raw customer ids are pseudonymised
+with the ingestion key on arrival and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Protocol
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from mapwise.bundle import load_bundle
+from mapwise.errors import MapwiseError
+from mapwise.params import Params, ServeParams, load_params
+from mapwise.privacy import load_key, pseudonym
+from mapwise.recommend import Filters, Recommender
+from mapwise.registry import CHAMPION, alias_version, download
+from mapwise.tracking import tracking_uri
+
+log = logging.getLogger("mapwise.serve")
+PARAMS_ENV, MODEL_ENV = "MAPWISE_PARAMS", "MAPWISE_MODEL"
+_ID = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]  # printable, no spaces
+
+
+class Source(Protocol):
+    """Where models come from: `latest()` names the version to serve, `fetch()` brings its files."""
+
+    description: str
+
+    def latest(self) -> str | None: ...
+
+    def fetch(self, version: str) -> Path: ...
+
+
+@dataclass
+class FolderSource:
+    """One bundle folder, served as is (e.g. baked into a container image)."""
+
+    folder: Path
+
+    @property
+    def description(self) -> str:
+        return str(self.folder)
+
+    def latest(self) -> str | None:
+        return "local"
+
+    def fetch(self, version: str) -> Path:
+        return self.folder
+
+
+@dataclass
+class RegistrySource:
+    """The version an alias points at in the MLflow registry."""
+
+    uri: str
+    model_name: str
+    alias: str
+    cache_dir: Path
+
+    @property
+    def description(self) -> str:
+        return f"models:/{self.model_name}@{self.alias}"
+
+    def latest(self) -> str | None:
+        return alias_version(client_for(self.uri), self.model_name, self.alias)
+
+    def fetch(self, version: str) -> Path:
+        return download(self.uri, self.model_name, version, self.cache_dir)
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def source_from(params: Params, model: str | None = None) -> Source:
+    """`model`: models:/<name>@<alias> or a bundle folder; default the champion of register.model_name."""
+    model = model or params.serve.model or f"models:/{params.register.model_name}@{CHAMPION}"
+    if model.startswith("models:/"):
+        name, sep, alias = model.removeprefix("models:/").partition("@")
+        if not sep or not name or not alias:
+            raise MapwiseError(f"serve.model: '{model}' must look like models:/<name>@<alias>")
+        return RegistrySource(tracking_uri(params.tracking), name, alias, params.serve.cache_dir)
+    if not Path(model).is_dir():
+        raise MapwiseError(f"serve.model: {model} is neither models:/<name>@<alias> nor a bundle folder")
+    return FolderSource(Path(model))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model in service."""
+
+    recommender: Recommender
+    version: str
+    info: dict
+
+
+@dataclass
+class Keeper:
+    """Holds the serving model and swaps in a new version only once it has loaded and passed a smoke check."""
+
+    source: Source
+    threads: int = 1
+    current: Loaded | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def refresh(self) -> bool:
+        """Load the source's latest version if it is new; True when the serving model changed."""
+        version = self.source.latest()
+        if version is None or version in self.refused or (self.current and self.current.version == version):
+            return False
+        try:
+            bundle = load_bundle(self.source.fetch(version), threads=self.threads)
+            recommender = Recommender(bundle)
+            smoke_check(recommender)
+        except Exception as err:  # noqa: BLE001  (any failure refuses the version; the old one keeps serving)
+            self.refused[version] = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            log.warning("refused model version %s: %s", version, self.refused[version])
+            return False
+        meta = bundle.metadata
+        info = {
+            "source": self.source.description, "version": version, "model": meta.get("model"),
+            "n_items": bundle.n_items, "max_len": bundle.max_len, "lineage": meta.get("lineage", {}),
+            "data_version": meta.get("lineage", {}).get("data_version"), "metrics": meta.get("metrics", {}),
+            "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.current = Loaded(recommender, version, info)
+        gc.collect()
+        gc.freeze()  # the model's many long-lived objects leave the collector's scans: steadier latency
+        log.warning("serving model version %s (%s)", version, meta.get("model"))
+        return True
+
+    def follow(self, every: float) -> threading.Thread:
+        """Re-check the source every `every` seconds in a daemon thread."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(every)
+                try:
+                    self.refresh()
+                except Exception as err:  # noqa: BLE001  (registry unreachable: keep serving, retry later)
+                    log.warning("model check failed: %s", str(err).splitlines()[0][:300] if str(err) else err)
+
+        thread = threading.Thread(target=loop, name="mapwise-model-follow", daemon=True)
+        thread.start()
+        return thread
+
+
+def smoke_check(rec: Recommender) -> None:
+    """A model must score finitely and answer a known customer, a history and a cold start."""
+    top = rec.popular[: min(5, rec.n_items)]
+    scores = rec.score(top[None, :])
+    if scores.shape != (1, rec.n_items + 1) or not np.isfinite(scores[0, 1:]).all():
+        raise MapwiseError(f"smoke check: scores of shape {scores.shape} with non-finite values")
+    k = min(10, rec.n_items)
+    for customer in (next(iter(rec.customers), None), None):
+        answer = rec.recommend(customer, k)
+        if len(answer.items) != k:
+            raise MapwiseError(f"smoke check: {len(answer.items)} items instead of {k}")
+
+
+def _request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
+    item_list = Annotated[list[_ID], Field(max_length=p.max_list_items)]
+
+    class RecommendationFilters(BaseModel):
+        """Every given rule must hold for an item to be recommended."""
+
+        model_config = ConfigDict(extra="forbid")
+        categories: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                              Field(max_length=p.max_list_items)] | None = None
+        min_price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+        max_price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+        allow_items: item_list | None = Field(None, description="only these items")
+        deny_items: item_list = Field([], description="never these items")
+
+        @model_validator(mode="after")
+        def _prices(self):
+            if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+                raise ValueError("min_price is above max_price")
+            return self
+
+    class RecommendationRequest(BaseModel):
+        """Who to recommend for, how many, and under which rules."""
+
+        model_config = ConfigDict(extra="forbid")
+        customer_id: _ID = Field(description="the shop's own customer id (pseudonymised on arrival, never stored)")
+        k: int = Field(10, ge=1, le=p.max_k)
+        recent_items: Annotated[list[_ID], Field(max_length=p.max_recent_items)] = Field(
+            [], description="items seen or bought in this session, oldest first")
+        exclude_purchased: bool = False
+        filters: RecommendationFilters | None = None
+
+    return RecommendationRequest, RecommendationFilters
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reason: str = Field(description="model | repeat (bought before) | popular (cold start)")
+    title: str | None
+    category: str | None
+    price: float | None
+
+
+class RecommendationResponse(BaseModel):
+    items: list[RecommendedItem]
+    customer_known: bool
+    strategy: str
+    model: dict
+    notes: list[str]
+
+
+class Json(Response):
+    """JSON rendered by orjson (numpy-free dicts of plain values)."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
+    """The HTTP app around a keeper (already refreshed, or not ready yet)."""
+    RecommendationRequest, _ = _request_models(p)
+    app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json,
+                  description="Real-time recommendations from the registry's champion model (onnxruntime).")
+    app.add_middleware(BodyLimit, limit=p.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> Json:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+        msg = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid")
+        return Json({"error": f"{where}: {msg}", "errors": len(err.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, err: Exception) -> Json:
+        log.error("request failed: %s", type(err).__name__)
+        return Json({"error": "internal error"}, status_code=500)
+
+    def serving() -> Loaded:
+        if keeper.current is None:
+            raise HTTPException(503, "no model loaded yet")
+        return keeper.current
+
+    @app.get("/health", summary="The process is up")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="A model is loaded and answering")
+    def ready() -> dict:
+        return {"ready": True, "version": serving().version}
+
+    @app.get("/model", summary="The model in service: version, metrics, lineage")
+    def model() -> dict:
+        return {**serving().info, "refused": keeper.refused}
+
+    batcher = Batcher()
+
+    async def recommendations(body: RecommendationRequest) -> Json:  # type: ignore[valid-type]
+        current = serving()
+        rec = current.recommender
+        f = body.filters
+        filters = None if f is None else Filters(f.categories, f.min_price, f.max_price, f.allow_items, f.deny_items)
+        request = rec.prepare(pseudonym(body.customer_id.strip(), key), body.k, recent_items=body.recent_items,
+                              exclude_purchased=body.exclude_purchased, filters=filters)
+        answer = rec.answer(request, await batcher.score(rec, request.history) if request.needs_model else None)
+        return Json({
+            "items": answer.items, "customer_known": answer.customer_known, "strategy": answer.strategy,
+            "model": {"version": current.version, "name": current.info["model"]}, "notes": answer.notes,
+        })
+
+    recommendations.__annotations__["body"] = RecommendationRequest  # a local class: resolve it for FastAPI
+    app.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a customer")(
+        recommendations)
+    return app
+
+
+class Batcher:
+    """Requests waiting on the model at the same moment share one onnxruntime call.
+
+    Scoring runs on the event loop right after the requests that are ready have been parsed, so a
+    lone request waits for nothing and a burst becomes one batch (the model costs far less per row
+    in a batch than one call per request).
+    """
+
+    def __init__(self, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self.pending: list[tuple[Recommender, np.ndarray, asyncio.Future]] = []
+        self.scheduled = False
+
+    async def score(self, rec: Recommender, history: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((rec, history, future))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self.pending, self.scheduled = self.pending, [], False
+        for start in range(0, len(pending), self.max_batch):
+            chunk = pending[start : start + self.max_batch]
+            for rec in {id(r): r for r, _, _ in chunk}.values():  # normally one model; two around a swap
+                mine = [(h, f) for r, h, f in chunk if r is rec]
+                windows = np.zeros((len(mine), rec.max_len), dtype=np.int64)
+                for row, (history, _) in enumerate(mine):
+                    windows[row, rec.max_len - len(history) :] = history
+                try:
+                    scores = rec.score(windows)
+                except Exception as err:  # noqa: BLE001  (fails these requests with 500, not the worker)
+                    for _, future in mine:
+                        future.set_exception(err)
+                    continue
+                for row, (_, future) in enumerate(mine):
+                    future.set_result(scores[row])
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whether or not Content-Length is declared."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"body over {self.limit} bytes")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+async def _too_large(send, limit: int) -> None:
+    body = orjson.dumps({"error": f"body over {limit} bytes"})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build(params: Params, model: str | None = None, *, follow: bool = True) -> FastAPI:
+    """The app for these params: key, model source, first load, and (for an alias) following it."""
+    key = load_key(params.ingest.key_file, create=False)
+    keeper = Keeper(source_from(params, model), threads=params.serve.threads)
+    try:
+        keeper.refresh()
+    except Exception as err:  # noqa: BLE001  (registry not reachable yet: start unready, keep trying)
+        log.warning("no model yet: %s", str(err).splitlines()[0][:300] if str(err) else err)
+    if follow and isinstance(keeper.source, RegistrySource):
+        keeper.follow(params.serve.poll_seconds)
+    app = create_app(keeper, key, params.serve)
+    app.state.keeper = keeper
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: params from $MAPWISE_PARAMS, model override from $MAPWISE_MODEL."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return build(load_params(Path(os.environ.get(PARAMS_ENV, "params.yaml"))), os.environ.get(MODEL_ENV) or None)

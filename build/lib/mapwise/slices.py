@@ -1,0 +1,25 @@
+"""Customer slices for evaluation and the promotion gate: RFM segment and new vs returning, as of the cutoff."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mapwise import columns as c
+from mapwise.params import Params
+from mapwise.profiles import build_profiles
+
+NEW_CUSTOMER_DAYS = 90  # customers whose first purchase is this recent count as new
+
+
+def customer_slices(params: Params) -> dict[str, dict[str, str]]:
+    """{slice: {customer_id: label}} from profiles taken at the split's cutoff (point in time); none for other splits."""
+    if params.split.method != "temporal":
+        return {}
+    tables = {t: pl.read_parquet(params.ingest.canonical_dir / f"{t}.parquet") for t in ("events", "customers", "items")}
+    profiles = build_profiles(
+        tables["events"], tables["customers"], tables["items"], as_of=params.split.cutoff,
+        sequence_length=params.profile.sequence_length, category_tokens=params.profile.category_tokens,
+    )
+    new = pl.when(pl.col(c.TENURE_DAYS) < NEW_CUSTOMER_DAYS).then(pl.lit("new")).otherwise(pl.lit("returning"))
+    labels = profiles.select(c.CUSTOMER_ID, c.SEGMENT, new.alias("tenure"))
+    return {name: dict(labels.select(c.CUSTOMER_ID, name).iter_rows()) for name in (c.SEGMENT, "tenure")}

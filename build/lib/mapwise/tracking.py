@@ -1,0 +1,36 @@
+"""MLflow tracking: the embedded SQLite default, or any server named by $MLFLOW_TRACKING_URI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mapwise.params import TrackingParams
+
+_SQLITE = "sqlite:///"
+
+
+def tracking_uri(p: TrackingParams, root: Path | None = None) -> str:
+    """$MLFLOW_TRACKING_URI, else the params' URI with a relative SQLite path made absolute."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or p.uri
+    if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/"):
+        uri = _SQLITE + str(((root or Path.cwd()) / uri.removeprefix(_SQLITE)).resolve())
+    return uri
+
+
+def artifact_location(root: Path | None = None) -> str:
+    """Where the local default keeps run artifacts."""
+    return ((root or Path.cwd()) / "mlartifacts").resolve().as_uri()
+
+
+def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]):
+    """A Lightning MLFlowLogger for one run (Lightning logs from rank 0 only under DDP)."""
+    from lightning.pytorch.loggers import MLFlowLogger  # imported here: serving never needs Lightning
+
+    return MLFlowLogger(
+        experiment_name=p.experiment,
+        run_name=run_name,
+        tracking_uri=tracking_uri(p),
+        tags=tags,
+        artifact_location=artifact_location(),
+    )
