@@ -1,1 +1,0 @@
-"""mapwise: declarative marketing-data mapping and deep personalisation pipelines."""

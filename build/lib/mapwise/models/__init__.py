@@ -1,1 +1,0 @@
-"""Sequence recommenders: GRU4Rec-style RNN, Caser-style CNN and SASRec, trained with Lightning."""
