@@ -29,6 +29,7 @@ def _write_outputs(results: list, run_ids: dict, out_dir: Path, plots_dir: Path,
             "epochs": r.epochs,
             "resumed_after_epochs": r.resumed_after_epochs,
             "seconds": round(r.seconds, 1),
+            "reused": r.reused,
             "run_id": run_ids[r.name],
         }
         with open(plots_dir / f"{r.name}.csv", "w", newline="") as f:

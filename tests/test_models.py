@@ -107,10 +107,23 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     done = run_stage(root, "train")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((root / "reports/train.json").read_text())
-    done_before = report["sasrec"]["resumed_after_epochs"]
-    assert done_before >= 1
-    first_epoch = pl.read_csv(root / "reports/plots/train/sasrec.csv")["epoch"][0]
-    assert first_epoch == done_before  # the resumed run did not start again from epoch 0
+    assert report["sasrec"]["resumed_after_epochs"] >= 1  # the resumed run did not start again from epoch 0
+    epochs = pl.read_csv(root / "reports/plots/train/sasrec.csv")["epoch"].to_list()
+    assert epochs == list(range(report["sasrec"]["epochs"]))  # one curve across the interruption
+
+
+def test_a_finished_run_is_reused_not_trained_on(tmp_path):
+    root = tiny_project(tmp_path, models=["gru"], max_epochs=30, patience=1, lr=0.05)  # stops early
+    assert run_stage(root, "split").returncode == 0
+    assert run_stage(root, "train").returncode == 0
+    first = json.loads((root / "reports/train.json").read_text())["gru"]
+    curve = (root / "reports/plots/train/gru.csv").read_text()
+    assert first["epochs"] < 30 and not first["reused"]
+    assert run_stage(root, "train").returncode == 0
+    again = json.loads((root / "reports/train.json").read_text())["gru"]
+    assert again["reused"] and {k: again[k] for k in ("val_ndcg@10", "best_epoch", "epochs")} == {
+        k: first[k] for k in ("val_ndcg@10", "best_epoch", "epochs")}
+    assert (root / "reports/plots/train/gru.csv").read_text() == curve
 
 
 def test_ddp_on_two_cpu_processes(tmp_path):

@@ -1,7 +1,8 @@
 """Train one sequence recommender with Lightning on whatever hardware the params ask for.
 
 Checkpoints live in a folder named by a hash of everything that shapes the model, so an
-interrupted run resumes from its last checkpoint and a changed param starts afresh.
+interrupted run resumes from its last checkpoint, a finished run (early-stopped or not) is
+reused as it was, and a changed param starts afresh.
 """
 
 from __future__ import annotations
@@ -39,18 +40,24 @@ class TrainResult:
     seconds: float
     checkpoint: Path
     curve: list[dict] = field(default_factory=list)
+    reused: bool = False  # a finished run with the same hash: nothing trained
 
 
 class _Curve(Callback):
-    """Per-epoch train loss and validation NDCG, for plots."""
+    """Per-epoch train loss and validation NDCG, for plots; kept on disk so a resumed run's curve is whole."""
 
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
+    def __init__(self, path: Path, resume_epoch: int) -> None:
+        self.path = path
+        rows = json.loads(path.read_text()) if path.exists() and resume_epoch else []
+        self.rows: list[dict] = [r for r in rows if r["epoch"] < resume_epoch]
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics  # validation has run by now, and the epoch's train loss is in
         row = {"epoch": trainer.current_epoch, "train_loss": float(metrics["train_loss"])}
         self.rows.append({**row, VAL_METRIC: float(metrics[VAL_METRIC])})
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.rows))
 
 
 def resolve_precision(p: TrainParams) -> str:
@@ -91,6 +98,12 @@ def train_model(
     """Fit `name` on the split's training interactions, early-stopped and selected on validation."""
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
+    ckpt_dir = work_dir / f"{name}-{config_hash(name, split, p)}"
+    finished = ckpt_dir / "finished.json"
+    if finished.exists():  # trained to the end (or early-stopped) before: resuming would train on past the stop
+        saved = json.loads(finished.read_text())
+        return TrainResult(name, saved["best_score"], saved["best_epoch"], saved["epochs"], None,
+                           time.perf_counter() - start, ckpt_dir / saved["checkpoint"], saved["curve"], reused=True)
     m = p.model
     sequences = customer_sequences(split.train)
     module = RecommenderModule(name, split.n_items, m.model_dump(), p.lr, p.weight_decay, p.optimizer)
@@ -105,9 +118,10 @@ def train_model(
         m.max_len,
     )
     valid = DataLoader(valid_rows, batch_size=max(p.batch_size, 512))
-    ckpt_dir = work_dir / f"{name}-{config_hash(name, split, p)}"
+    last = ckpt_dir / "last.ckpt"
+    resumed = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1 if last.exists() else None
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=VAL_METRIC, mode="max", save_last=True)
-    curve = _Curve()
+    curve = _Curve(ckpt_dir / "curve.json", resumed or 0)
     trainer = L.Trainer(
         accelerator=p.accelerator,
         devices=p.devices,
@@ -122,11 +136,9 @@ def train_model(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    last = ckpt_dir / "last.ckpt"
-    resumed = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1 if last.exists() else None
     trainer.fit(module, train, valid, ckpt_path=last if last.exists() else None)
     best_path = Path(best.best_model_path) if best.best_model_path else last
-    return TrainResult(
+    result = TrainResult(
         name=name,
         best_score=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
         best_epoch=int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"]),
@@ -136,6 +148,10 @@ def train_model(
         checkpoint=best_path,
         curve=curve.rows,
     )
+    if trainer.is_global_zero:
+        finished.write_text(json.dumps({"best_score": result.best_score, "best_epoch": result.best_epoch,
+                                        "epochs": result.epochs, "checkpoint": best_path.name, "curve": result.curve}))
+    return result
 
 
 def export_network(checkpoint: Path, path: Path) -> None:
