@@ -197,7 +197,7 @@ def rollback_decision(p: TrackingParams, model_name: str) -> Decision:
     current = alias_version(c, model_name, CHAMPION)
     if len(history) < 2:
         raise MapwiseError(f"'{model_name}' has no previous champion to roll back to (champions so far: {history or 'none'})")
-    return Decision("rollback", model_name, None, current, history[-2], f"rollback: version {current} -> {history[-2]}")
+    return Decision("rollback", model_name, None, current, history[-2], f"version {current} -> {history[-2]}")
 
 
 def _flat(figures: dict, prefix: str = "") -> dict[str, float]:
