@@ -33,6 +33,7 @@ import torch
 from mapwise.bundle import load_bundle
 from mapwise.inference import INPUT, SCORES
 from mapwise.models.training import load_network
+from mapwise.onnx_export import ScoringGraph
 from mapwise.params import load_params
 from mapwise.recommend import Recommender
 
@@ -62,8 +63,8 @@ def lua_script(bodies: list[str], path: Path) -> Path:
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
-    threads = 1 if connections == 1 else 2
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+    # one load thread (under 0.2 core here), so the service keeps the cores
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     latency = {p: float(v) * _UNIT[u] for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -93,9 +94,14 @@ def serve(bundle: Path, port: int, workers: int) -> subprocess.Popen:
 
 
 def model_time(bundle: Path, network: Path, repeats: int) -> dict:
-    """Median microseconds to score one history (batch 1, full catalogue), onnxruntime vs torch eager."""
+    """Median microseconds to score one history (batch 1, full catalogue), onnxruntime vs torch eager.
+
+    torch_eager runs exactly the exported computation (ScoringGraph: for SASRec, the last position only);
+    torch_network runs the network's own forward (every position).
+    """
     rec = Recommender(load_bundle(bundle, threads=1))
     net = load_network(network)
+    graph = ScoringGraph(net, None).eval()
     windows = [np.asarray(r, dtype=np.int64)[-rec.max_len:] for r, _ in list(rec.customers.values())[:200]]
     batch = [np.pad(w, (rec.max_len - len(w), 0))[None, :] for w in windows]
     out = {}
@@ -103,7 +109,8 @@ def model_time(bundle: Path, network: Path, repeats: int) -> dict:
         torch.set_num_threads(threads)
         sess = load_bundle(bundle, threads=threads).session
         for label, fn in (("onnxruntime", lambda x, s=sess: s.run([SCORES], {INPUT: x})),
-                          ("torch_eager", lambda x: net(torch.from_numpy(x)))):
+                          ("torch_eager", lambda x: graph(torch.from_numpy(x))),
+                          ("torch_network", lambda x: net(torch.from_numpy(x)))):
             with torch.inference_mode():
                 for x in batch[:20]:
                     fn(x)

@@ -29,7 +29,7 @@ from mapwise.models.sequences import pad_left
 from mapwise.split import PADDING_IDX
 
 
-class _Graph(nn.Module):
+class ScoringGraph(nn.Module):
     """What the ONNX graph computes: catalogue scores, and optionally the top K (indices, scores)."""
 
     def __init__(self, net: SequenceRecommender, top_k: int | None) -> None:
@@ -92,7 +92,7 @@ def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = Non
     exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed": noise here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Graph(net, top_k), (example,), str(path), input_names=[INPUT], output_names=outputs,
+        torch.onnx.export(ScoringGraph(net, top_k), (example,), str(path), input_names=[INPUT], output_names=outputs,
                           verbose=False, **options)
     exporter_log.setLevel(level)
     check_dynamic_axes(path, length_dynamic=dynamic_length(net))
