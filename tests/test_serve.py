@@ -128,7 +128,7 @@ def test_follows_the_champion_and_refuses_a_broken_version(project, tmp_path):
     register_bundle(project.tracking, name, sasrec)
     apply(project.tracking, Decision("force", name, "2", "1", "2", "test"))
     _wait_for(lambda: app.get("/model").json()["version"] == "2")
-    assert app.get("/model").json()["model"] == "sasrec"
+    assert app.get("/model").json()["model"] == "sasrec" and app.get("/model").json()["name"] == name
 
     broken = worse_bundle(gru, tmp_path / "broken")  # loads no more: its catalogue lost an item
     pl.read_parquet(broken / "items.parquet").head(-1).write_parquet(broken / "items.parquet")

@@ -138,7 +138,8 @@ class Keeper:
             return False
         meta = bundle.metadata
         info = {
-            "source": self.source.description, "version": version, "model": meta.get("model"),
+            "name": getattr(self.source, "model_name", self.source.description), "source": self.source.description,
+            "version": version, "model": meta.get("model"),
             "n_items": bundle.n_items, "max_len": bundle.max_len, "lineage": meta.get("lineage", {}),
             "data_version": meta.get("lineage", {}).get("data_version"), "metrics": meta.get("metrics", {}),
             "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
