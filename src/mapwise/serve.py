@@ -145,6 +145,7 @@ class Keeper:
             "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self.current = Loaded(recommender, version, info)
+        gc.unfreeze()  # the model replaced may now be collected
         gc.collect()
         gc.freeze()  # the model's many long-lived objects leave the collector's scans: steadier latency
         log.info("serving model version %s (%s)", version, meta.get("model"))
@@ -171,7 +172,7 @@ def smoke_check(rec: Recommender) -> None:
     top = rec.popular[: min(5, rec.n_items)]
     scores = rec.score(top[None, :])
     if scores.shape != (1, rec.n_items + 1) or not np.isfinite(scores[0, 1:]).all():
-        raise MapwiseError(f"smoke check: scores of shape {scores.shape} with non-finite values")
+        raise MapwiseError(f"smoke check: scores of shape {scores.shape} (expected {(1, rec.n_items + 1)}, all finite)")
     k = min(10, rec.n_items)
     for customer in (next(iter(rec.customers), None), None):
         answer = rec.recommend(customer, k)
