@@ -107,10 +107,7 @@ class Recommender:
         """Everything but the model call: the history to score and the candidates allowed."""
         recent, purchased = self.customers.get(customer, (_NONE, _NONE))
         session = np.array([self.index[i] for i in recent_items if i in self.index], dtype=np.int64)
-        allowed = self.allowed(filters)
-        if exclude_purchased and len(purchased):
-            allowed = allowed.copy()
-            allowed[purchased] = False
+        allowed = _excluding(self.allowed(filters), purchased if exclude_purchased else _NONE)
         history = np.concatenate([recent, session])[-self.max_len :]
         return Request(customer in self.customers, k, history, purchased, session, allowed,
                        len(recent_items) - len(session))
@@ -177,10 +174,7 @@ class Recommender:
             rows = []
             for row, cu in enumerate(chunk):
                 purchased = self.customers[cu][1]
-                allowed = self.everything
-                if exclude_purchased and len(purchased):
-                    allowed = allowed.copy()
-                    allowed[purchased] = False
+                allowed = _excluding(self.everything, purchased if exclude_purchased else _NONE)
                 top, top_scores = _top(scores[row], allowed, k)
                 repeat = np.isin(top, purchased)
                 rows.extend(
@@ -188,6 +182,15 @@ class Recommender:
                     for rank, (i, s, r) in enumerate(zip(top.tolist(), top_scores.tolist(), repeat.tolist(), strict=True), start=1)
                 )
             yield pl.DataFrame(rows, schema=AUDIENCE_SCHEMA, orient="row")
+
+
+def _excluding(allowed: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The mask without `items` (a copy when anything changes: shared masks stay intact)."""
+    if not len(items):
+        return allowed
+    allowed = allowed.copy()
+    allowed[items] = False
+    return allowed
 
 
 def _top(row: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -36,7 +36,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 def client(p: TrackingParams) -> MlflowClient:
     """A client for the tracking server and registry the params name (one store for both)."""
-    uri = tracking_uri(p)
+    return client_at(tracking_uri(p))
+
+
+def client_at(uri: str) -> MlflowClient:
+    """A client for the tracking server and registry at `uri`."""
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -145,7 +149,7 @@ def download(uri: str, model_name: str, version: str, cache_dir: Path) -> Path:
     """
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    source = MlflowClient(uri, uri).get_model_version(model_name, version).source
+    source = client_at(uri).get_model_version(model_name, version).source
     key = hashlib.sha256(f"{uri}|{source}".encode()).hexdigest()[:12]
     folder = cache_dir / model_name / f"{version}-{key}"
     if not (folder / MODEL_FILE).exists():

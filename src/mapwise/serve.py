@@ -31,7 +31,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import Params, ServeParams, load_params
 from mapwise.privacy import load_key, pseudonym
 from mapwise.recommend import Filters, Recommender
-from mapwise.registry import CHAMPION, alias_version, download
+from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
 
 log = logging.getLogger("mapwise.serve")
@@ -80,16 +80,10 @@ class RegistrySource:
         return f"models:/{self.model_name}@{self.alias}"
 
     def latest(self) -> str | None:
-        return alias_version(client_for(self.uri), self.model_name, self.alias)
+        return alias_version(client_at(self.uri), self.model_name, self.alias)
 
     def fetch(self, version: str) -> Path:
         return download(self.uri, self.model_name, version, self.cache_dir)
-
-
-def client_for(uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def source_from(params: Params, model: str | None = None) -> Source:
