@@ -15,12 +15,13 @@ import polars as pl  # noqa: E402
 from mapwise.baselines import build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
-from mapwise.slices import customer_slices  # noqa: E402
 from mapwise.models.training import load_network  # noqa: E402
 from mapwise.params import Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
+from mapwise.slices import customer_slices  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
+
 
 def _plots(report: dict, ks: list[int], folder: Path) -> None:
     """Metric vs K per variant: CSV for `dvc plots`, one PNG to look at."""

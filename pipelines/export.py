@@ -12,13 +12,14 @@ import polars as pl
 
 from mapwise.bundle import MODEL_FILE, write_bundle
 from mapwise.errors import MapwiseError
-from mapwise.models.training import load_network, network_hparams
 from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.models.training import load_network, network_hparams
 from mapwise.onnx_export import check_parity, dynamic_length, export_onnx
 from mapwise.params import Params
 from mapwise.serving_tables import customer_table, item_table
 from mapwise.split import HISTORY, load_split
 from pipelines._stage import lineage, run, write_json
+
 
 def _read_json(path: Path, stage: str) -> dict:
     try:

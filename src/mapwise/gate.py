@@ -17,8 +17,8 @@ from mapwise import columns as c
 from mapwise.bundle import Bundle, load_bundle
 from mapwise.errors import MapwiseError
 from mapwise.evaluate import Scorer, cases, evaluate_case, item_popularity
-from mapwise.models.sequences import pad_left
 from mapwise.inference import INPUT, SCORES
+from mapwise.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
 from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download
 from mapwise.split import ITEM_IDX, Split
