@@ -34,6 +34,14 @@ def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def read_report(path: Path, stage: str) -> dict:
+    """A JSON report an earlier stage wrote; missing, it says which stage to run."""
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise MapwiseError(f"{path}: not found; run the {stage} stage first") from None
+
+
 def lineage(split_dir: Path) -> dict[str, str]:
     """The git commit of the code and the data version (the split's md5 in dvc.lock) a stage works from."""
     done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)

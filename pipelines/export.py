@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -18,14 +16,7 @@ from mapwise.onnx_export import check_parity, dynamic_length, export_onnx
 from mapwise.params import Params
 from mapwise.serving_tables import customer_table, item_table
 from mapwise.split import HISTORY, load_split
-from pipelines._stage import lineage, run, write_json
-
-
-def _read_json(path: Path, stage: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        raise MapwiseError(f"{path}: not found; run the {stage} stage first") from None
+from pipelines._stage import lineage, read_report, run, write_json
 
 
 def _metrics(evaluation: dict, name: str, validation: dict) -> dict:
@@ -37,8 +28,8 @@ def _metrics(evaluation: dict, name: str, validation: dict) -> dict:
 def stage(params: Params) -> None:
     p = params.export
     split = load_split(params.split.out_dir)
-    trained = _read_json(params.train.report, "train")
-    evaluation = _read_json(params.evaluate.report, "evaluate")
+    trained = read_report(params.train.report, "train")
+    evaluation = read_report(params.evaluate.report, "evaluate")
     canonical = params.ingest.canonical_dir
     events = pl.read_parquet(canonical / "events.parquet")
     items = item_table(split.items, pl.read_parquet(canonical / "items.parquet"), events,

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.registry import register_bundle
 from mapwise.tracking import tracking_uri
-from pipelines._stage import run, write_json
+from pipelines._stage import read_report, run, write_json
 
 
 def choose(params: Params) -> tuple[str, dict[str, float]]:
     """The candidate model: the one named in params, or the best on validation NDCG@10 (never on test)."""
-    try:
-        trained = json.loads(params.train.report.read_text())
-    except OSError:
-        raise MapwiseError(f"{params.train.report}: not found; run the train stage first") from None
+    trained = read_report(params.train.report, "train")
     scores = {name: trained[name]["val_ndcg@10"] for name in params.train.models if name in trained}
     if params.register.candidate != "best":
         if params.register.candidate not in params.train.models:

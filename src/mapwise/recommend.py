@@ -15,6 +15,7 @@ import polars as pl
 from mapwise import columns as c
 from mapwise.bundle import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
 from mapwise.inference import INPUT, SCORES
+from mapwise.models.sequences import pad_left
 from mapwise.split import ITEM_IDX, POPULARITY
 
 MODEL, REPEAT, POPULAR = "model", "repeat", "popular"  # reason codes
@@ -98,7 +99,7 @@ class Recommender:
         """Top `k` for a customer (pseudonym; unknown or None = cold start), after filters and exclusions."""
         request = self.prepare(customer, k, recent_items=recent_items, exclude_purchased=exclude_purchased,
                                filters=filters)
-        return self.answer(request, self.score(request.history[None, :])[0] if request.needs_model else None)
+        return self.answer(request, self.score([request.history])[0] if request.needs_model else None)
 
     def prepare(
         self, customer: str | None, k: int, *, recent_items: Sequence[str] = (), exclude_purchased: bool = False,
@@ -147,11 +148,9 @@ class Recommender:
         mask[deny] = False
         return mask
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        """Model scores [n, n_items + 1] for item-index histories [n, <= max_len] (left-padded to max_len)."""
-        batch = np.zeros((len(windows), self.max_len), dtype=np.int64)
-        batch[:, self.max_len - windows.shape[1] :] = windows
-        return self.bundle.session.run([SCORES], {INPUT: batch})[0]
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Model scores [n, n_items + 1] for item-index histories (oldest first; the last max_len are read)."""
+        return self.bundle.session.run([SCORES], {INPUT: pad_left(histories, self.max_len)})[0]
 
     def _describe(self, top: np.ndarray, scores: np.ndarray, reasons: list[str]) -> list[dict]:
         return [
@@ -165,12 +164,7 @@ class Recommender:
         """Top `k` for known customers, one frame per chunk: customer_id, rank, item_id, score, reason."""
         for start in range(0, len(customers), CHUNK):
             chunk = customers[start : start + CHUNK]
-            windows = np.zeros((len(chunk), self.max_len), dtype=np.int64)
-            for row, cu in enumerate(chunk):
-                recent = self.customers[cu][0]
-                if len(recent):
-                    windows[row, -len(recent) :] = recent
-            scores = self.score(windows)
+            scores = self.score([self.customers[cu][0] for cu in chunk])
             rows = []
             for row, cu in enumerate(chunk):
                 purchased = self.customers[cu][1]

@@ -164,7 +164,7 @@ class Keeper:
 def smoke_check(rec: Recommender) -> None:
     """A model must score finitely and answer a known customer, a history and a cold start."""
     top = rec.popular[: min(5, rec.n_items)]
-    scores = rec.score(top[None, :])
+    scores = rec.score([top])
     if scores.shape != (1, rec.n_items + 1) or not np.isfinite(scores[0, 1:]).all():
         raise MapwiseError(f"smoke check: scores of shape {scores.shape} (expected {(1, rec.n_items + 1)}, all finite)")
     k = min(10, rec.n_items)
@@ -319,11 +319,8 @@ class Batcher:
             chunk = pending[start : start + self.max_batch]
             for rec in {id(r): r for r, _, _ in chunk}.values():  # normally one model; two around a swap
                 mine = [(h, f) for r, h, f in chunk if r is rec]
-                windows = np.zeros((len(mine), rec.max_len), dtype=np.int64)
-                for row, (history, _) in enumerate(mine):
-                    windows[row, rec.max_len - len(history) :] = history
                 try:
-                    scores = rec.score(windows)
+                    scores = rec.score([h for h, _ in mine])
                 except Exception as err:  # noqa: BLE001  (fails these requests with 500, not the worker)
                     for _, future in mine:
                         future.set_exception(err)
