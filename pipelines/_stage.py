@@ -14,9 +14,11 @@ import yaml
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, load_params
 
+USER_ERROR = 2  # the input or params are wrong: running again will not help (a crash exits 1)
+
 
 def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[str] | None = None) -> int:
-    """Parse `--params`, load and validate them, run the stage; a MapwiseError is one line on stderr, exit 1."""
+    """Parse `--params`, load and validate them, run the stage; a MapwiseError is one line on stderr, exit 2."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{verb}", description=doc)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -24,7 +26,7 @@ def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[
         stage(load_params(args.params))
     except MapwiseError as err:
         print(f"{verb}: {err}", file=sys.stderr)
-        return 1
+        return USER_ERROR
     return 0
 
 

@@ -15,7 +15,7 @@ from pipelines._stage import run, write_json
 def stage(params: Params) -> None:
     p = params.ingest
     mappings = [load_mapping(p.mappings_dir / f"{name}.yaml") for name in p.sources]
-    result = ingest(p.raw_dir, mappings, load_key(p.key_file))
+    result = ingest(p.raw_dir, mappings, load_key(p.key_file), p.batches_dir)
     for folder, frames in ((p.canonical_dir, result.tables), (p.quarantine_dir, result.quarantine)):
         folder.mkdir(parents=True, exist_ok=True)
         for name, frame in frames.items():

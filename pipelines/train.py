@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from mapwise.models.training import export_network, train_model
 from mapwise.params import Params
 from mapwise.split import load_split
-from mapwise.tracking import mlflow_logger
+from mapwise.tracking import flow_run_tags, mlflow_logger
 from pipelines._stage import lineage, run, write_json
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
@@ -44,7 +44,7 @@ def _write_outputs(results: list, run_ids: dict, out_dir: Path, plots_dir: Path,
 def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
     p = params.train
-    tags = {"mapwise.stage": "train", **lineage(params.split.out_dir)}
+    tags = {"mapwise.stage": "train", **lineage(params.split.out_dir), **flow_run_tags()}
     results, run_ids = [], {}
     for name in p.models:
         logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})

@@ -139,6 +139,41 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
     return root
 
 
+def shop_csv(path: Path, **events) -> Path:
+    """Tiny purchase events as a shop's raw CSV (customer_id, item_id, timestamp)."""
+    import polars as pl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timestamps = pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S")
+    tiny_events(**events).select("customer_id", "item_id", timestamps).write_csv(path)
+    return path
+
+
+def dvc_project(root: Path, **train_overrides) -> Path:
+    """A git + DVC repository with the real dvc.yaml, stages and code, a raw shop CSV and the tiny params."""
+    import shutil
+    import subprocess
+
+    tiny_project(root, **train_overrides)
+    for name in ("dvc.yaml", "pipelines", "src/mapwise"):
+        src, dst = REPO / name, root / name
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shop_csv(root / "raw" / "shop.csv")
+    shutil.copytree(REPO / "data" / "batches", root / "data" / "batches")
+    dump_mapping(root / "mappings" / "shop.yaml", {
+        "name": "shop", "read": {"pattern": "shop.csv"}, "identity": "customer_id",
+        "timestamps": {"timestamp": {"format": "%Y-%m-%d %H:%M:%S"}},
+        "tables": {"events": {"columns": {"item_id": "item_id", "event_type": "'purchase'", "timestamp": "timestamp",
+                                          "quantity": "1"}}},
+    })
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"].update(raw_dir="raw", sources=["shop"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return root
+
+
 def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
     import os
     import subprocess
@@ -149,6 +184,23 @@ def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", f"pipelines.{verb}", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One real Prefect server (SQLite in a temp dir) for the session; its URL is in the environment for subprocesses."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+        mp.setenv("DO_NOT_TRACK", "1")
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=120):
+            mp.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+            yield os.environ["PREFECT_API_URL"]
 
 
 @pytest.fixture(scope="session")

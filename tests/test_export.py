@@ -89,7 +89,7 @@ def test_export_stage_fails_when_parity_fails(exported_root, tmp_path):
     params["export"]["atol"] = 1e-15  # stricter than float32 arithmetic can be
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     done = run_stage(root, "export")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.startswith("export: gru: ONNX parity failed on") and "(allowed 1e-15)" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (root / "models/export/gru").exists()

@@ -46,3 +46,41 @@ def test_unreadable_file(tmp_path: Path):
     bad.write_text("ingest: [unclosed\n")
     with pytest.raises(MapwiseError, match="invalid YAML"):
         load_params(bad)
+
+
+def test_overrides_set_dotted_keys_and_are_validated():
+    from mapwise.params import with_overrides
+
+    data = _params()
+    merged = with_overrides(data, {"train.max_epochs": 3, "train.model.embedding_dim": 32, "train.models": ["gru"]})
+    assert (merged["train"]["max_epochs"], merged["train"]["model"]["embedding_dim"], merged["train"]["models"]) == (3, 32, ["gru"])
+    assert data["train"]["max_epochs"] == 12, "the input is not changed"
+    with pytest.raises(MapwiseError, match=r"^overrides: train.max_epochz: unknown key$"):
+        with_overrides(data, {"train.max_epochz": 3})
+    with pytest.raises(MapwiseError, match=r"^overrides: train.max_epochs: Input should be greater than or equal to 1$"):
+        with_overrides(data, {"train.max_epochs": 0})
+    with pytest.raises(MapwiseError, match=r"'train.lr.x': train.lr is a value, not a section"):
+        with_overrides(data, {"train.lr.x": 1})
+
+
+def test_overridden_params_come_back_byte_for_byte(tmp_path: Path):
+    from mapwise.overrides import backup_path, params_overridden, restore_interrupted
+
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_bytes()
+    path.write_bytes(original)
+    with params_overridden(path, {"train.max_epochs": 3}) as params:
+        assert params.train.max_epochs == 3
+        assert load_params(path).train.max_epochs == 3, "stages read the overridden file while the run lasts"
+        assert backup_path(path).read_bytes() == original
+    assert path.read_bytes() == original and not backup_path(path).exists()
+    with pytest.raises(RuntimeError), params_overridden(path, {"train.max_epochs": 3}):
+        raise RuntimeError("a stage failed")
+    assert path.read_bytes() == original
+    with pytest.raises(MapwiseError, match="unknown key"), params_overridden(path, {"train.nope": 1}):
+        pass
+    assert path.read_bytes() == original and not backup_path(path).exists()
+    # a run killed half-way leaves the overridden file and the backup: the next run restores it first
+    backup_path(path).write_bytes(original)
+    path.write_text("train: {max_epochs: 3}\n")
+    assert restore_interrupted(path) and path.read_bytes() == original and not restore_interrupted(path)

@@ -215,12 +215,12 @@ def test_stage_errors_are_one_line(tmp_path):
     params = _write_inputs(tmp_path, EVENTS)
     (tmp_path / "canonical" / "items.parquet").unlink()
     done = _stage(tmp_path, params)
-    assert done.returncode == 1 and done.stderr.startswith("profile: ") and done.stderr.count("\n") == 1
+    assert done.returncode == 2 and done.stderr.startswith("profile: ") and done.stderr.count("\n") == 1
     assert "items.parquet: cannot read" in done.stderr
     early = _write_inputs(tmp_path / "2", EVENTS)
     early.write_text(early.read_text().replace("2024-03-01T00:00:00Z", "2020-01-01T00:00:00Z"))
     done = _stage(tmp_path / "2", early)
-    assert done.returncode == 1 and "nothing to profile" in done.stderr and done.stderr.count("\n") == 1
+    assert done.returncode == 2 and "nothing to profile" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_cli_profile_show(profiles, tmp_path):

@@ -32,13 +32,24 @@ class IngestResult:
     report: dict = field(default_factory=dict)
 
 
-def find_files(raw_dir: Path, mapping: Mapping) -> list[Path]:
-    """The files a mapping reads, sorted; an error when none match."""
+def batch_files(batches_dir: Path, source: str) -> list[Path]:
+    """A source's accepted batches: the data files in <batches_dir>/<source>/ (DVC's own files aside)."""
+    folder = batches_dir / source
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+
+
+def find_files(raw_dir: Path, mapping: Mapping, batches_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """The files a mapping reads with their report labels: raw_dir's matches, then accepted batches."""
     found = sorted({p for pattern in mapping.read.patterns for p in raw_dir.glob(pattern) if p.is_file()})
-    if not found:
+    files = [(p, p.relative_to(raw_dir).as_posix()) for p in found]
+    if batches_dir is not None:
+        files += [(p, f"{batches_dir.name}/{mapping.name}/{p.name}") for p in batch_files(batches_dir, mapping.name)]
+    if not files:
         patterns = ", ".join(mapping.read.patterns)
         raise MapwiseError(f"source '{mapping.name}': no file under {raw_dir} matches {patterns}")
-    return found
+    return files
 
 
 def _empty_quarantine() -> pl.DataFrame:
@@ -142,11 +153,13 @@ def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
     return dict(counts.iter_rows())
 
 
-def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, str]) -> tuple[dict, dict, dict]:
+def ingest_source(
+    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str]
+) -> tuple[dict, dict, dict]:
+    """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report."""
     files_report, candidates, rejected = [], {t: [] for t in mapping.tables}, {t: [] for t in mapping.tables}
     rows_read = 0
-    for path in steps(find_files(raw_dir, mapping), f"ingest {mapping.name}"):
-        label = path.relative_to(raw_dir).as_posix()
+    for path, label in steps(files, f"ingest {mapping.name}"):
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -193,14 +206,14 @@ def _ingest_source(raw_dir: Path, mapping: Mapping, key: bytes, seen: dict[str, 
     return accepted, quarantined, report
 
 
-def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes) -> IngestResult:
-    """Map every source into the canonical tables; quarantine what the contracts reject."""
+def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes, batches_dir: Path | None = None) -> IngestResult:
+    """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts reject."""
     seen: dict[str, str] = {}
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
     bad_parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
     sources_report = {}
     for mapping in mappings:
-        accepted, quarantined, report = _ingest_source(raw_dir, mapping, key, seen)
+        accepted, quarantined, report = ingest_source(find_files(raw_dir, mapping, batches_dir), mapping, key, seen)
         sources_report[mapping.name] = report
         for table in accepted:
             parts[table].append(accepted[table])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ class IngestParams(_Section):
     """`ingest`: which sources to map, from where, into where."""
 
     raw_dir: Path = Field(description="folder the mappings' file patterns are relative to")
+    batches_dir: Path = Field(Path("data/batches"), description="accepted batches, <batches_dir>/<source>/<file>, read after raw_dir")
     mappings_dir: Path = Path("mappings")
     sources: list[str] = Field(min_length=1, description="mapping names, i.e. <mappings_dir>/<name>.yaml")
     canonical_dir: Path = Path("data/canonical")
@@ -196,6 +198,23 @@ class ScoreParams(_Section):
     out: Path = Path("data/audience/recommendations.parquet")
 
 
+class OrchestrateParams(_Section):
+    """Prefect flows (`flows/`), their deployments (`deploy/flows.py`) and the local stack (`make up`)."""
+
+    incoming: str = Field("data/incoming", description="drop folder <incoming>/<source>/<file>, or an fsspec URL such as s3://bucket/prefix")
+    quarantine_dir: Path = Field(Path("data/rejected"), description="rejected batches, each with <file>.reason.json")
+    ledger: Path = Field(Path("data/ledger.jsonl"), description="content hash of every batch seen, and what became of it")
+    max_bad_share: float = Field(0.05, ge=0, le=1, description="a batch with a larger share of quarantined rows in any table is rejected whole")
+    poll_seconds: float = Field(5, gt=0, description="how often `mapwise watch` lists the drop folder")
+    schedule: str | None = Field("0 3 * * 1", description="cron of the scheduled retrain; null = none")
+    timezone: str = "UTC"
+    retries: int = Field(2, ge=0, description="retries of a stage that failed for a transient reason")
+    retry_delay_seconds: float = Field(10, ge=0, description="first retry delay; it doubles on each retry")
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    mlflow_ui: str = Field("http://127.0.0.1:5000", description="MLflow UI the flow's artifacts link to")
+
+
 with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
     warnings.filterwarnings("ignore", message='Field name "register"')
 
@@ -214,6 +233,7 @@ with warnings.catch_warnings():  # the `register` section shadows pydantic's (AB
         promote: PromoteParams = PromoteParams()
         serve: ServeParams = ServeParams()
         score: ScoreParams = ScoreParams()
+        orchestrate: OrchestrateParams = OrchestrateParams()
 
 
 def parse_params(data: object, origin: str = "params.yaml") -> Params:
@@ -224,12 +244,35 @@ def parse_params(data: object, origin: str = "params.yaml") -> Params:
         raise MapwiseError(f"{origin}: {describe(err)}") from None
 
 
-def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Read and validate params.yaml."""
+def read_params(path: Path = Path("params.yaml")) -> dict:
+    """params.yaml as plain data, not yet validated."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
     except yaml.YAMLError:
         raise MapwiseError(f"{path}: invalid YAML") from None
-    return parse_params(data, str(path))
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(read_params(path), str(path))
+
+
+def with_overrides(data: dict, overrides: dict[str, object], origin: str = "overrides") -> dict:
+    """`data` with dotted keys set (`{"train.max_epochs": 3}`); the result must still validate as Params."""
+    merged = copy.deepcopy(data)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = merged
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise MapwiseError(f"{origin}: '{key}': {'.'.join(parents[: i + 1])} is a value, not a section")
+            node = child
+        node[leaf] = value
+    try:
+        Params.model_validate(merged)
+    except ValidationError as err:
+        raise MapwiseError(f"{origin}: {describe(err)}") from None
+    return merged

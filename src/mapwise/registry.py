@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mapwise.bundle import EXTRA_FILES, METADATA_FILE, MODEL_FILE, bundle_digest, bundle_files
 from mapwise.errors import MapwiseError
 from mapwise.params import TrackingParams
-from mapwise.tracking import artifact_location, tracking_uri
+from mapwise.tracking import artifact_location, flow_run_tags, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "mapwise.champion_history"
@@ -60,6 +60,7 @@ class Decision:
     champion_after: str | None
     reason: str
     figures: dict = field(default_factory=dict)
+    run_id: str | None = None  # the MLflow run that records it, once applied
 
     @property
     def promoted(self) -> bool:
@@ -109,6 +110,7 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[s
             "train_run_id": lineage.get("train_run_id") or "unknown",
             "parity": "passed" if metadata.get("parity", {}).get("passed") else "failed",
             "val_ndcg_at_10": str(metadata.get("metrics", {}).get("validation", {}).get("ndcg@10")),
+            **flow_run_tags(),
         }
         version = c.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=tags,
                                          model_id=info.model_id).version
@@ -185,12 +187,13 @@ def apply(p: TrackingParams, decision: Decision) -> Decision:
         run = c.create_run(_experiment_id(c, p.experiment), run_name=f"{decision.action} {name}", tags={
             "mapwise.stage": "promote", "decision": decision.action, "reason": decision.reason[:500],
             "model_name": name, "challenger": str(decision.challenger), "champion_before": str(decision.champion_before),
-            "champion_after": str(decision.champion_after),
+            "champion_after": str(decision.champion_after), **flow_run_tags(),
         })
         for key, value in _flat(decision.figures).items():
             c.log_metric(run.info.run_id, key, value)
         c.log_dict(run.info.run_id, decision.as_dict(), "decision.json")
         c.set_terminated(run.info.run_id)
+    decision.run_id = run.info.run_id
     return decision
 
 

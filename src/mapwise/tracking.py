@@ -8,6 +8,7 @@ from pathlib import Path
 from mapwise.params import TrackingParams
 
 _SQLITE = "sqlite:///"
+FLOW_RUN_ENV, FLOW_RUN_URL_ENV = "MAPWISE_FLOW_RUN_ID", "MAPWISE_FLOW_RUN_URL"
 
 
 def tracking_uri(p: TrackingParams, root: Path | None = None) -> str:
@@ -34,3 +35,9 @@ def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]):
         tags=tags,
         artifact_location=artifact_location(),
     )
+
+
+def flow_run_tags() -> dict[str, str]:
+    """The Prefect flow run a stage runs under (the flows set it for the stages they start), as MLflow tags."""
+    tags = {"prefect.flow_run_id": os.environ.get(FLOW_RUN_ENV), "prefect.flow_run_url": os.environ.get(FLOW_RUN_URL_ENV)}
+    return {k: v for k, v in tags.items() if v}

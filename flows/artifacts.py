@@ -1,0 +1,69 @@
+"""What a flow run leaves in the Prefect UI: the stages, the evaluation table, the gate decision with links."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.stages import StageRun
+from mapwise.params import Params
+from mapwise.registry import client
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def evaluation_rows(report: dict, k: int) -> list[dict]:
+    """One row per recommender and variant: NDCG@k with its interval, HR, recall and coverage."""
+    rows = []
+    for variant in ("all_items", "new_items"):
+        recs = report.get(variant, {}).get("recommenders", {})
+        for name, m in sorted(recs.items(), key=lambda kv: -kv[1][f"ndcg@{k}"]):
+            low, high = m.get(f"ndcg@{k}_ci", [None, None])
+            rows.append({"variant": variant, "recommender": name, f"ndcg@{k}": m[f"ndcg@{k}"], "ci_low": low,
+                         "ci_high": high, f"hr@{k}": m.get(f"hr@{k}"), f"recall@{k}": m.get(f"recall@{k}"),
+                         f"coverage@{k}": m.get(f"coverage@{k}")})
+    return rows
+
+
+def decision_markdown(params: Params, decision: dict, registered: dict | None, fresh: bool) -> str:
+    """The gate decision, its figures and links to the MLflow model version and decision run."""
+    ui, name = params.orchestrate.mlflow_ui.rstrip("/"), decision["model_name"]
+    lines = [f"# Gate: {decision['action']} version {decision['challenger']}", "",
+             f"**{decision['reason']}**", "",
+             f"- champion before: version {decision['champion_before']}; after: version {decision['champion_after']}"]
+    if not fresh:
+        lines.append("- the promote stage was up to date: this decision was made by an earlier run")
+    if decision.get("challenger"):
+        lines.append(f"- model version: [{name} v{decision['challenger']}]({ui}/#/models/{name}/versions/{decision['challenger']})")
+    if decision.get("run_id"):
+        experiment = client(params.tracking).get_run(decision["run_id"]).info.experiment_id
+        lines.append(f"- decision run: [{decision['run_id']}]({ui}/#/experiments/{experiment}/runs/{decision['run_id']})")
+    if registered:
+        lines.append(f"- registered from: {registered['model']} (validation NDCG@10 {registered['validation_ndcg@10']})")
+    figures = decision.get("figures") or {}
+    if "challenger" in figures:
+        lines += ["", f"| | NDCG@{params.evaluate.headline_k} ({figures.get('variant')}) |", "| --- | --- |",
+                  f"| challenger | {figures['challenger']} |", f"| champion | {figures.get('champion')} |",
+                  f"| difference | {figures.get('diff')} {figures.get('diff_ci', '')} |"]
+    return "\n".join(lines)
+
+
+def publish(params: Params, runs: list[StageRun]) -> dict | None:
+    """Artifacts for this flow run; returns the gate decision (None before any promote ran)."""
+    create_table_artifact([{"stage": r.stage, "ran": r.ran, "seconds": r.seconds} for r in runs], key="stages",
+                          description="Stages of dvc.yaml: run, or skipped because DVC found them up to date")
+    evaluation = _read(params.evaluate.report)
+    if evaluation:
+        k = params.evaluate.headline_k
+        create_table_artifact(evaluation_rows(evaluation, k), key="evaluation",
+                              description=f"Every model beside the baselines, full-ranking metrics at K={k}, on the test window")
+    decision = _read(params.promote.report)
+    if decision:
+        fresh = any(r.stage == "promote" and r.ran for r in runs)
+        create_markdown_artifact(decision_markdown(params, decision, _read(params.register.report), fresh),
+                                 key="gate-decision", description="The promotion gate's decision")
+    return decision

@@ -1,0 +1,104 @@
+"""Flow `retrain`: a batch arrived; check it whole, add it to the DVC-tracked raw data, re-run the pipeline.
+
+A malformed batch is moved to `orchestrate.quarantine_dir` with its reason and the flow fails: nothing
+is applied. The same content arriving again (any name) is found in the ledger and processed once.
+
+    python -m flows.retrain data/incoming/online_retail/december.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.exceptions import FailedRun
+from prefect.runtime import flow_run
+
+from flows.pipeline import run_stages
+from flows.stages import failed_on_error, one_at_a_time
+from mapwise.batches import Batch, accept, check, reject, stage
+from mapwise.errors import MapwiseError
+from mapwise.ledger import Ledger
+from mapwise.mapping.spec import load_mapping
+from mapwise.params import Params, load_params
+from mapwise.privacy import load_key
+
+STAGING = Path(".mapwise/staging")
+
+
+@task(name="check", log_prints=True)
+def check_batch(batch: Batch, params: Params):
+    mapping = load_mapping(params.ingest.mappings_dir / f"{batch.source}.yaml")
+    result = check(batch, mapping, load_key(params.ingest.key_file), params.orchestrate.max_bad_share)
+    print(result.reason)
+    return result
+
+
+@task(name="add", log_prints=True)
+def add_batch(batch: Batch, batches_dir: Path, root: Path) -> Path:
+    """Move the batch among the accepted ones and track it with DVC (`<file>.dvc` beside it)."""
+    stored = accept(batch, batches_dir)
+    done = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(stored)], cwd=root,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        stored.unlink()
+        raise RuntimeError(f"dvc add {stored}: {(done.stderr or done.stdout).strip()}")
+    print(f"accepted: {stored} (tracked by {stored}.dvc)")
+    return stored
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(path: str, source: str | None = None, params_file: str = "params.yaml") -> dict:
+    """A new batch: check it, add it to the raw data, re-run the pipeline; the gate decides on promotion.
+
+    Args:
+        path: the file that arrived (a local path or an fsspec URL).
+        source: which mapping reads it; default: the name of the folder it arrived in.
+        params_file: the params file, relative to the repository.
+    """
+    root = Path.cwd()
+    return failed_on_error(lambda: _retrain(root, path, source, params_file))
+
+
+def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dict:
+    params = load_params(root / params_file)
+    p = params.orchestrate
+    ledger = Ledger(p.ledger)
+    with one_at_a_time(root):
+        batch = stage(path, STAGING, params.ingest.sources, source)
+        seen = ledger.find(batch.sha256)
+        if seen:
+            batch.path.unlink()
+            print(f"{path}: same content as a batch {seen['status']} at {seen['at']} ({seen['stored']}): processed once, skipped")
+            return {"status": "duplicate", "of": seen}
+        entry = {"sha256": batch.sha256, "origin": path, "source": batch.source, "flow_run_id": flow_run.get_id()}
+        result = check_batch(batch, params)
+        if not result.ok:
+            stored = reject(batch, p.quarantine_dir, result)
+            ledger.record(**entry, status="rejected", stored=str(stored), reason=result.reason)
+            raise MapwiseError(f"{path}: rejected, nothing applied: {result.reason} (kept in {stored})")
+        stored = add_batch(batch, params.ingest.batches_dir, root)
+        ledger.record(**entry, status="accepted", stored=str(stored), rows=result.report["rows_read"])
+        return {"status": "accepted", "stored": str(stored), **run_stages(root, root / params_file, {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=retrain.__doc__.splitlines()[0])
+    parser.add_argument("path", help="the file that arrived (local path or URL)")
+    parser.add_argument("--source", help="the mapping that reads it (default: its folder's name)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        result = retrain(args.path, args.source, args.params)
+    except FailedRun as err:
+        print(f"retrain: {err}", file=sys.stderr)
+        return 1
+    print(result["status"], result.get("stored", ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The Prefect flows on a real Prefect server (test harness), real DVC in a temp git repo, MLflow on temp SQLite.
+
+One tiny repository for the module; the tests run in file order and build on each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+import zc.lockfile
+from conftest import REPO, dvc_project, shop_csv
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.runner import Runner
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.pipeline import pipeline
+from flows.retrain import retrain
+from flows.stages import repo_limit, run_stage, stage_order
+from mapwise.ledger import Ledger
+from mapwise.params import load_params
+from mapwise.registry import CHAMPION, alias_version, client, versions
+
+MODEL = "mapwise-recommender"
+STAGES = ["ingest", "profile", "split", "train", "evaluate", "export", "register", "promote"]
+
+
+@pytest.fixture(scope="module")
+def repo(prefect_api, tmp_path_factory):
+    """A git + DVC repo of the tiny project as the working directory, after one pipeline flow run."""
+    root = dvc_project(tmp_path_factory.mktemp("flows") / "repo", models=["gru"], max_epochs=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MAPWISE_HMAC_KEY", "a-test-key-of-some-length")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        state = pipeline(return_state=True)
+        yield root, state
+
+
+def _tracking():
+    return load_params(Path("params.yaml")).tracking
+
+
+def _flow_run(state):
+    with get_client(sync_client=True) as c:
+        return c.read_flow_run(state.state_details.flow_run_id)
+
+
+def _task_runs(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r for r in runs}
+
+
+def test_stage_order_is_dvc_yaml_s(repo):
+    assert stage_order(Path.cwd()) == STAGES
+
+
+def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineage(repo):
+    _, state = repo
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert [s["stage"] for s in result["stages"]] == STAGES and all(s["ran"] for s in result["stages"])
+    assert (result["decision"]["action"], result["decision"]["champion_after"]) == ("promote", "1")
+    flow_run_id = str(state.state_details.flow_run_id)
+    tasks = _task_runs(flow_run_id)
+    assert set(tasks) == set(STAGES) and all(t.state.is_completed() for t in tasks.values())
+    with get_client(sync_client=True) as c:
+        artifacts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"stages", "evaluation", "gate-decision"}
+    evaluation = json.loads(by_key["evaluation"].data)
+    assert {row["recommender"] for row in evaluation} == {"gru", "popularity", "personal_popularity", "item_knn"}
+    gate = by_key["gate-decision"].data
+    assert "# Gate: promote version 1" in gate and f"/#/models/{MODEL}/versions/1" in gate
+    assert result["decision"]["run_id"] in gate
+    # lineage the other way: MLflow knows the flow run
+    mlflow = client(_tracking())
+    train_run = mlflow.get_run(json.loads(Path("reports/train.json").read_text())["gru"]["run_id"])
+    assert train_run.data.tags["prefect.flow_run_id"] == flow_run_id
+    assert mlflow.get_run(result["decision"]["run_id"]).data.tags["prefect.flow_run_id"] == flow_run_id
+    assert mlflow.get_model_version(MODEL, "1").tags["prefect.flow_run_id"] == flow_run_id
+    assert f"runs/flow-run/{flow_run_id}" in train_run.data.tags["prefect.flow_run_url"]
+
+
+def test_overrides_apply_to_one_run_and_leave_params_yaml_as_it_was(repo):
+    params = Path("params.yaml")
+    before = params.read_bytes()
+    state = pipeline(overrides={"promote.margin": 0.5}, return_state=True)
+    assert state.is_completed(), state.message
+    ran = {s["stage"] for s in state.result()["stages"] if s["ran"]}
+    assert ran == {"promote"}, "DVC re-ran only the stage that reads promote.margin"
+    assert params.read_bytes() == before
+    lock = yaml.safe_load(Path("dvc.lock").read_text())
+    assert lock["stages"]["promote"]["params"]["params.yaml"]["promote"]["margin"] == 0.5
+    assert not list(Path(".mapwise").glob("params.before-overrides*"))
+
+
+def test_a_wrong_override_fails_the_run_before_any_stage(repo):
+    before = Path("params.yaml").read_bytes()
+    state = pipeline(overrides={"train.max_epochz": 2}, return_state=True)
+    assert state.is_failed() and state.message == "overrides: train.max_epochz: unknown key"
+    assert _task_runs(state.state_details.flow_run_id) == {}
+    assert Path("params.yaml").read_bytes() == before
+
+
+def test_a_failing_stage_fails_the_flow_with_its_message_and_is_not_retried(repo):
+    state = pipeline(overrides={"register.candidate": "sasrec"}, return_state=True)
+    assert state.is_failed()
+    assert state.message == "register: register.candidate: 'sasrec' is not in train.models ['gru']"
+    tasks = _task_runs(state.state_details.flow_run_id)
+    assert tasks["register"].run_count == 1 and "promote" not in tasks, "a user error is not retried, and stops the run"
+
+
+def test_a_transient_failure_is_retried(repo):
+    """The DVC repository lock held by another process: the stage fails, waits, and succeeds on retry."""
+    lock = zc.lockfile.LockFile(str(Path(".dvc/tmp/lock")))
+    name = f"split-{time.time_ns()}"
+
+    def release_when_retrying():
+        with get_client(sync_client=True) as c:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if any(r.name == name and r.state_name == "AwaitingRetry" for r in c.read_task_runs(limit=50)):
+                    break
+                time.sleep(0.2)
+        lock.close()
+
+    releaser = threading.Thread(target=release_when_retrying)
+    releaser.start()
+    state = run_stage.with_options(name=name, task_run_name=name, retries=2, retry_delay_seconds=1)(
+        "split", str(Path.cwd()), return_state=True)
+    releaser.join()
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as c:
+        assert c.read_task_run(state.state_details.task_run_id).run_count == 2
+
+
+def test_two_runs_at_once_queue_instead_of_colliding_on_the_dvc_lock(repo):
+    states = []
+    threads = [threading.Thread(target=lambda: states.append(pipeline(return_state=True))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(s.is_completed() for s in states), [s.message for s in states]
+    spans = []
+    for state in states:
+        tasks = _task_runs(state.state_details.flow_run_id).values()
+        assert all(t.run_count == 1 for t in tasks), "no stage needed a retry: they never met the DVC lock"
+        spans.append((min(t.start_time for t in tasks), max(t.end_time for t in tasks)))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], "the second run's stages started after the first run's had all finished"
+    with get_client(sync_client=True) as c:
+        assert c.read_global_concurrency_limit_by_name(repo_limit(Path.cwd())).limit == 1
+
+
+def _serve_deployments() -> Runner:
+    """The real deployments of deploy/serve_flows.py, served from a thread as `make up` serves them from a process."""
+    spec = importlib.util.spec_from_file_location("serve_flows", REPO / "deploy" / "serve_flows.py")
+    serve_flows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_flows)
+    runner = Runner(name="test-runner", query_seconds=1)
+    for deployment in serve_flows.deployments(load_params(Path("params.yaml"))):
+        runner.add_deployment(deployment)
+    threading.Thread(target=lambda: asyncio.run(runner.start()), daemon=True).start()
+    return runner
+
+
+def _wait_for_run(deployment: str, timeout: float = 600):
+    """The first flow run of a deployment, once it has finished."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as c:
+        while time.monotonic() < deadline:
+            runs = c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+            if runs and runs[0].state.is_final():
+                return runs[0]
+            time.sleep(1)
+    raise AssertionError(f"no finished run of {deployment} within {timeout} s")
+
+
+def test_a_dropped_file_becomes_an_event_a_retrain_and_a_gate_decision(repo):
+    runner = _serve_deployments()
+    versions_before = len(versions(_tracking(), MODEL))
+    dropped = shop_csv(Path("data/incoming/shop/week-13.csv"), customers=30, seed=1)
+    watched = CliRunner().invoke(app, ["watch", "--once"])
+    assert watched.exit_code == 0, watched.output
+    assert f"{dropped.resolve()}: announced (shop)" in watched.output
+    run = _wait_for_run("on-arrival")
+    runner.stop()
+    assert run.state.is_completed(), run.state.message
+    assert run.parameters["path"] == str(dropped.resolve())
+    assert len(versions(_tracking(), MODEL)) == versions_before + 1, "a new model version was registered"
+    decision = json.loads(Path("reports/promote.json").read_text())
+    assert decision["challenger"] == str(versions_before + 1) and decision["action"] in ("promote", "refuse")
+    assert client(_tracking()).get_model_version(MODEL, decision["challenger"]).tags["gate.decision"] == decision["action"]
+    entry = Ledger(Path("data/ledger.jsonl")).entries()[-1]
+    assert entry["status"] == "accepted" and entry["flow_run_id"] == str(run.id)
+    stored = Path(entry["stored"])
+    assert stored.read_bytes() == dropped.read_bytes() and Path(f"{stored}.dvc").exists()
+
+
+def test_the_same_content_twice_is_processed_once(repo):
+    again = Path("data/incoming/shop/week-13-resent.csv")
+    shutil.copy("data/incoming/shop/week-13.csv", again)
+    lock_before = Path("dvc.lock").read_text()
+    state = retrain(str(again), return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["status"] == "duplicate" and result["of"]["status"] == "accepted"
+    assert Path("dvc.lock").read_text() == lock_before and len(list(Path("data/batches/shop").glob("*.csv"))) == 1
+
+
+def test_a_malformed_batch_is_rejected_and_changes_nothing(repo):
+    champion = alias_version(client(_tracking()), MODEL, CHAMPION)
+    lock_before = Path("dvc.lock").read_text()
+    bad = Path("data/incoming/shop/garbled.csv")
+    bad.write_text("customer_id,item_id,timestamp\nc1,i1,yesterday\nc2,i2,2024-01-05 10:00:00\n")
+    state = retrain(str(bad), return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith(f"{bad}: rejected, nothing applied: 1 of 2 rows for events fail the contract")
+    assert "kept in data/rejected/shop/" in state.message
+    kept = next(Path("data/rejected/shop").glob("*-garbled.csv"))
+    assert json.loads(Path(f"{kept}.reason.json").read_text())["origin"] == str(bad)
+    assert not list(Path("data/batches/shop").glob("*garbled*")) and Path("dvc.lock").read_text() == lock_before
+    assert alias_version(client(_tracking()), MODEL, CHAMPION) == champion
+    assert retrain(str(bad), return_state=True).result()["status"] == "duplicate", "a rejected batch is not checked twice"
