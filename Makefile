@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test test-all bench clean
+.PHONY: help install demo serve up down status test test-all bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,16 +35,26 @@ demo: $(STAMP) ## run the whole pipeline (dvc repro) on the bundled demo data
 serve: $(STAMP) ## serve the champion model over HTTP (after make demo)
 	mapwise serve
 
+up: $(STAMP) ## start the local stack on 127.0.0.1: Prefect server + UI, served flows, file watcher, MLflow UI, model service
+	@deploy/stack.sh up
+
+down: ## stop exactly the processes `make up` started
+	@deploy/stack.sh down
+
+status: ## which processes of the local stack are running
+	@deploy/stack.sh status
+
 test: $(STAMP) ## run the test suite (quick: skips slow and gpu tests)
 	python -m pytest -q
 
 test-all: $(STAMP) ## run every test, slow ones included
 	python -m pytest -q -m "not gpu"
 
-bench: $(STAMP) ## run the benchmarks (writes bench/results/*.json; serve needs wrk and make demo first)
+bench: $(STAMP) ## run the benchmarks (writes bench/results/*.json; serve and orchestrate need make demo first, serve needs wrk)
 	python bench/ingest.py
 	python bench/train.py
 	python bench/serve.py
+	python bench/orchestrate.py
 
 clean: ## remove the venv and caches (keeps data and the DVC cache)
 	rm -rf $(VENV) .pytest_cache

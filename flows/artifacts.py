@@ -39,9 +39,16 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
         lines.append("- the promote stage was up to date: this decision was made by an earlier run")
     if decision.get("challenger"):
         lines.append(f"- model version: [{name} v{decision['challenger']}]({ui}/#/models/{name}/versions/{decision['challenger']})")
+    mlflow = client(params.tracking)
+
+    def run_link(run_id: str) -> str:
+        return f"[{run_id}]({ui}/#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id})"
+
+    if decision.get("challenger"):
+        trained_in = mlflow.get_model_version(name, decision["challenger"]).run_id
+        lines.append(f"- the challenger's MLflow run: {run_link(trained_in)}")
     if decision.get("run_id"):
-        experiment = client(params.tracking).get_run(decision["run_id"]).info.experiment_id
-        lines.append(f"- decision run: [{decision['run_id']}]({ui}/#/experiments/{experiment}/runs/{decision['run_id']})")
+        lines.append(f"- the decision's MLflow run: {run_link(decision['run_id'])}")
     if registered:
         lines.append(f"- registered from: {registered['model']} (validation NDCG@10 {registered['validation_ndcg@10']})")
     figures = decision.get("figures") or {}

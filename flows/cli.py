@@ -31,7 +31,8 @@ def watch(
     p = params.orchestrate
     url = incoming or p.incoming
     api = use_local_server(p)
-    open_location(url)[0].makedirs(open_location(url)[1], exist_ok=True)
+    fs, root = open_location(url)
+    fs.makedirs(root, exist_ok=True)
     state = Path(".mapwise/watch") / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
     watcher = Watcher(url, state)
     console.print(f"watching {url} every {p.poll_seconds:g} s; events go to {api}" + ("" if once else " (Ctrl-C stops)"),

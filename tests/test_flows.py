@@ -68,6 +68,20 @@ def _task_runs(flow_run_id) -> dict[str, object]:
     return {r.name: r for r in runs}
 
 
+def test_notify_and_watch_say_what_is_wrong_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["notify", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 1 and missing.output == f"mapwise: {tmp_path / 'nope.csv'}: no such file\n"
+    stray = shop_csv(tmp_path / "misc" / "x.csv")
+    wrong = runner.invoke(app, ["notify", str(stray)])
+    assert wrong.exit_code == 1 and "'misc' is not a source (online_retail, hillstrom, bank_marketing, online_shoppers); pass --source" in wrong.output
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    down = runner.invoke(app, ["notify", str(stray), "--source", "hillstrom"])
+    assert down.exit_code == 1 and "no Prefect server answers at http://127.0.0.1:9/api; start one with `make up`" in down.output
+    assert runner.invoke(app, ["watch", str(tmp_path)]).exit_code == 1
+
+
 def test_stage_order_is_dvc_yaml_s(repo):
     assert stage_order(Path.cwd()) == STAGES
 
@@ -90,6 +104,7 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     gate = by_key["gate-decision"].data
     assert "# Gate: promote version 1" in gate and f"/#/models/{MODEL}/versions/1" in gate
     assert result["decision"]["run_id"] in gate
+    assert f"/runs/{client(_tracking()).get_model_version(MODEL, '1').run_id})" in gate, "a link to the version's run"
     # lineage the other way: MLflow knows the flow run
     mlflow = client(_tracking())
     train_run = mlflow.get_run(json.loads(Path("reports/train.json").read_text())["gru"]["run_id"])
@@ -204,6 +219,9 @@ def test_a_dropped_file_becomes_an_event_a_retrain_and_a_gate_decision(repo):
     assert f"{dropped.resolve()}: announced (shop)" in watched.output
     run = _wait_for_run("on-arrival")
     runner.stop()
+    with get_client(sync_client=True) as c:
+        scheduled = c.read_deployment_by_name("pipeline/scheduled")
+    assert scheduled.schedules[0].schedule.cron == load_params(Path("params.yaml")).orchestrate.schedule
     assert run.state.is_completed(), run.state.message
     assert run.parameters["path"] == str(dropped.resolve())
     assert len(versions(_tracking(), MODEL)) == versions_before + 1, "a new model version was registered"

@@ -45,6 +45,9 @@ def stage(origin: str, staging_dir: Path, sources: list[str], source: str | None
     return Batch(origin, source, staged, sha)
 
 
+FILTERED = "excluded by filter"  # rows a mapping's filter leaves out: not failures
+
+
 @dataclass(frozen=True)
 class Check:
     ok: bool
@@ -62,10 +65,12 @@ def check(batch: Batch, mapping: Mapping, key: bytes, max_bad_share: float) -> C
     if report["rows_read"] == 0:
         return Check(False, "no rows", report)
     for table, counts in report["tables"].items():
-        share = counts["quarantined"] / counts["read"]
+        failures = {r: n for r, n in counts["reasons"].items() if not r.startswith(FILTERED)}
+        bad = sum(failures.values())
+        share = bad / counts["read"]
         if share > max_bad_share:
-            reasons = "; ".join(f"{r} ({n})" for r, n in list(counts["reasons"].items())[:3])
-            return Check(False, f"{counts['quarantined']} of {counts['read']} rows for {table} fail the contract "
+            reasons = "; ".join(f"{r} ({n})" for r, n in list(failures.items())[:3])
+            return Check(False, f"{bad} of {counts['read']} rows for {table} fail the contract "
                                 f"({share:.0%} > orchestrate.max_bad_share {max_bad_share:.0%}): {reasons}", report)
     return Check(True, f"{report['rows_read']} rows, fit to ingest", report)
 
