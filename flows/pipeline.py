@@ -15,13 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import FailedRun
 
 from flows.artifacts import publish
-from flows.stages import (
-    StageRun,
-    failed_on_error,
-    one_at_a_time,
-    stage_order,
-    stage_task,
-)
+from flows.stages import failed_on_error, one_at_a_time, run_all
 from mapwise.errors import MapwiseError
 from mapwise.overrides import params_overridden, restore_interrupted
 from mapwise.params import read_params, with_overrides
@@ -31,10 +25,8 @@ def run_stages(root: Path, params_file: Path, overrides: dict[str, Any]) -> dict
     """The stages in DVC's order under the overridden params, then the run's artifacts (the caller holds the slot)."""
     if restore_interrupted(params_file):
         get_run_logger().warning(f"{params_file}: an interrupted run had left overrides in it; restored the original")
-    runs: list[StageRun] = []
     with params_overridden(params_file, overrides) as params:
-        for verb in stage_order(root):
-            runs.append(stage_task(verb, params.orchestrate)(verb, str(root)))
+        runs = run_all(root, params.orchestrate)
     decision = publish(params, runs)
     return {"stages": [r.__dict__ for r in runs], "decision": decision}
 

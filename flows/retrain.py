@@ -29,7 +29,7 @@ from mapwise.privacy import load_key
 STAGING = Path(".mapwise/staging")
 
 
-@task(name="check", log_prints=True)
+@task(name="check", task_run_name="check", log_prints=True)
 def check_batch(batch: Batch, params: Params):
     mapping = load_mapping(params.ingest.mappings_dir / f"{batch.source}.yaml")
     result = check(batch, mapping, load_key(params.ingest.key_file), params.orchestrate.max_bad_share)
@@ -37,7 +37,7 @@ def check_batch(batch: Batch, params: Params):
     return result
 
 
-@task(name="add", log_prints=True)
+@task(name="add", task_run_name="add", log_prints=True)
 def add_batch(batch: Batch, batches_dir: Path, root: Path) -> Path:
     """Move the batch among the accepted ones and track it with DVC (`<file>.dvc` beside it)."""
     stored = accept(batch, batches_dir)

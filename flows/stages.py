@@ -8,6 +8,7 @@ crash, the DVC lock, a network error) is retried with exponential backoff.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 import networkx as nx
 from dvc.repo import Repo
-from prefect import get_client, task
+from prefect import get_client, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
@@ -47,14 +48,15 @@ class StageFailed(RuntimeError):
         self.permanent = code == USER_ERROR
 
 
-def stage_order(root: Path) -> list[str]:
-    """The pipeline stages of `dvc.yaml` in an order DVC can run them, ties kept in file order."""
+def stage_graph(root: Path) -> tuple[list[str], dict[str, set[str]]]:
+    """The pipeline stages of `dvc.yaml` in an order DVC can run them (ties in file order), and each one's upstream stages."""
     repo = Repo(str(root))
     try:
-        graph = repo.index.graph.reverse()  # DVC's edges run from a stage to what it depends on
+        graph = repo.index.graph  # edges run from a stage to what it depends on
         rank = {stage: i for i, stage in enumerate(repo.index.stages)}
-        ordered = nx.lexicographical_topological_sort(graph, key=lambda s: rank[s])
-        return [s.addressing for s in ordered if getattr(s, "cmd", None)]
+        ordered = [s for s in nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: rank[s]) if s.cmd]
+        upstream = {s.addressing: {u.addressing for u in nx.descendants(graph, s) if u.cmd} for s in ordered}
+        return [s.addressing for s in ordered], upstream
     finally:
         repo.close()
 
@@ -91,24 +93,56 @@ def _transient(task, task_run, state) -> bool:
     return not getattr(state.data, "permanent", False)
 
 
-@task(retry_condition_fn=_transient, log_prints=True)
-def run_stage(verb: str, root: str) -> StageRun:
-    """`dvc repro --single-item <verb>`: runs the stage if DVC finds it changed, else skips it."""
-    start = time.perf_counter()
-    done = subprocess.run(["dvc", "repro", "--single-item", verb], cwd=root, env=_stage_env(),
-                          capture_output=True, text=True, check=False)
-    output = done.stdout + done.stderr
-    print(_DVC_HINTS.sub("", output).strip())
+def _dvc(verb: str, args: list[str], root: str) -> subprocess.CompletedProcess:
+    """Run a dvc command; what it printed, or StageFailed naming why it failed."""
+    done = subprocess.run(["dvc", *args], cwd=root, env=_stage_env(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        output = done.stdout + done.stderr
+        print(_DVC_HINTS.sub("", output).strip())
         code = _EXIT.search(output)
         raise StageFailed(verb, _reason(verb, output), int(code.group(1)) if code else None)
+    return done
+
+
+@task(retry_condition_fn=_transient, log_prints=True)
+def changed_stages(root: str) -> set[str]:
+    """The stages `dvc status` finds changed: their code, data, params or outputs differ from dvc.lock."""
+    status = json.loads(_dvc("status", ["status", "--json"], root).stdout.strip() or "{}")
+    print(f"changed since dvc.lock: {', '.join(sorted(status)) or 'nothing'}")
+    return set(status)
+
+
+@task(retry_condition_fn=_transient, log_prints=True)
+def run_stage(verb: str, root: str, up_to_date: bool = False) -> StageRun:
+    """`dvc repro --single-item <verb>`: runs the stage if DVC finds it changed, else skips it.
+
+    `up_to_date`: `dvc status` found neither the stage nor anything upstream changed, so no DVC call is needed.
+    """
+    if up_to_date:
+        print(f"Stage '{verb}' is up to date (dvc status)")
+        return StageRun(verb, False, 0.0)
+    start = time.perf_counter()
+    done = _dvc(verb, ["repro", "--single-item", verb], root)
+    output = done.stdout + done.stderr
+    print(_DVC_HINTS.sub("", output).strip())
     return StageRun(verb, f"Running stage '{verb}'" in output, round(time.perf_counter() - start, 2))
 
 
-def stage_task(verb: str, p: OrchestrateParams):
-    """The task for one stage, named by its verb, with the retry policy from params."""
-    return run_stage.with_options(name=verb, task_run_name=verb, retries=p.retries,
-                                  retry_delay_seconds=exponential_backoff(backoff_factor=p.retry_delay_seconds))
+def with_retries(task_fn, name: str, p: OrchestrateParams):
+    """A task named `name` with the retry policy from params (transient failures only)."""
+    return task_fn.with_options(name=name, task_run_name=name, retries=p.retries,
+                                retry_delay_seconds=exponential_backoff(backoff_factor=p.retry_delay_seconds))
+
+
+def run_all(root: Path, p: OrchestrateParams) -> list[StageRun]:
+    """Every stage in order, as one task each; DVC is asked only about stages that may have changed."""
+    order, upstream = stage_graph(root)
+    changed = with_retries(changed_stages, "status", p)(str(root))
+    runs: list[StageRun] = []
+    for verb in order:
+        fresh = verb in changed or any(r.ran for r in runs if r.stage in upstream[verb])
+        runs.append(with_retries(run_stage, verb, p)(verb, str(root), up_to_date=not fresh))
+    return runs
 
 
 def repo_limit(root: Path) -> str:
@@ -131,5 +165,6 @@ def one_at_a_time(root: Path):
     name = repo_limit(root)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
+    get_run_logger().info(f"taking the repository's slot ({name}); another run holding it is waited for")
     with concurrency(name, occupy=1, strict=True):
         yield

@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.pipeline import pipeline
 from flows.retrain import retrain
-from flows.stages import repo_limit, run_stage, stage_order
+from flows.stages import repo_limit, run_stage, stage_graph
 from mapwise.ledger import Ledger
 from mapwise.params import load_params
 from mapwise.registry import CHAMPION, alias_version, client, versions
@@ -82,8 +82,11 @@ def test_notify_and_watch_say_what_is_wrong_in_one_line(tmp_path, monkeypatch):
     assert runner.invoke(app, ["watch", str(tmp_path)]).exit_code == 1
 
 
-def test_stage_order_is_dvc_yaml_s(repo):
-    assert stage_order(Path.cwd()) == STAGES
+def test_stage_order_and_upstream_come_from_dvc(repo):
+    order, upstream = stage_graph(Path.cwd())
+    assert order == STAGES
+    assert upstream["ingest"] == set() and upstream["profile"] == {"ingest"}
+    assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "register"}
 
 
 def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineage(repo):
@@ -94,7 +97,7 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     assert (result["decision"]["action"], result["decision"]["champion_after"]) == ("promote", "1")
     flow_run_id = str(state.state_details.flow_run_id)
     tasks = _task_runs(flow_run_id)
-    assert set(tasks) == set(STAGES) and all(t.state.is_completed() for t in tasks.values())
+    assert set(tasks) == {"status", *STAGES} and all(t.state.is_completed() for t in tasks.values())
     with get_client(sync_client=True) as c:
         artifacts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     by_key = {a.key: a for a in artifacts}
