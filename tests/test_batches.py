@@ -49,7 +49,7 @@ def test_a_batch_with_too_many_bad_rows_is_rejected_whole_with_its_reason(tmp_pa
 def test_unreadable_and_misplaced_batches(tmp_path):
     missing_column = _drop(tmp_path / "incoming", "mar.csv", ["A1,S1"], header="order,sku")
     result = check(stage(str(missing_column), tmp_path / "staging", ["orders"]), MAPPING, KEY, 0.05)
-    assert not result.ok and result.reason.startswith(f"{missing_column}: column(s) 'qty', 'price'")
+    assert not result.ok and result.reason.startswith("column(s) 'qty', 'price'")
     empty = _drop(tmp_path / "incoming", "apr.csv", [])
     assert check(stage(str(empty), tmp_path / "staging", ["orders"]), MAPPING, KEY, 0.05).reason == "no rows"
     stray = write(tmp_path / "incoming" / "misc" / "x.csv", "a\n1\n")

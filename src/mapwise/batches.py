@@ -60,8 +60,8 @@ def check(batch: Batch, mapping: Mapping, key: bytes, max_bad_share: float) -> C
     label = f"{batch.source}/{batch.path.name}"
     try:
         _, _, report = ingest_source([(batch.path, label)], mapping, key, {})
-    except MapwiseError as err:  # named by where it arrived, not by its staged copy
-        return Check(False, str(err).replace(str(batch.path), batch.origin), {})
+    except MapwiseError as err:  # the caller names the file, by where it arrived
+        return Check(False, str(err).removeprefix(f"{batch.path}: ").replace(str(batch.path), batch.origin), {})
     if report["rows_read"] == 0:
         return Check(False, "no rows", report)
     for table, counts in report["tables"].items():
