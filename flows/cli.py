@@ -13,7 +13,7 @@ import typer
 from flows.events import announce, use_local_server
 from mapwise.cli import ParamsOption, _friendly, app, console
 from mapwise.errors import MapwiseError
-from mapwise.incoming import Watcher, open_location, source_of
+from mapwise.incoming import Watcher, display, open_location, source_of
 from mapwise.params import load_params
 
 __all__ = ["app"]
@@ -69,7 +69,7 @@ def notify(
     fs, path = open_location(file)
     if not fs.exists(path):
         raise MapwiseError(f"{file}: no such file")
-    where = str(Path(path).resolve()) if "file" in fs.protocol else fs.unstrip_protocol(path)
+    where = display(fs, path)
     source = source or source_of(where)
     if source not in params.ingest.sources:
         raise MapwiseError(f"{file}: '{source}' is not a source ({', '.join(params.ingest.sources)}); pass --source")

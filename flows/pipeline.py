@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger
 from prefect.exceptions import FailedRun
 
@@ -53,8 +54,6 @@ def pipeline(overrides: dict[str, Any] | None = None, params_file: str = "params
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
     """`key=value` pairs, each value read as YAML (3 -> int, [a, b] -> list)."""
-    import yaml
-
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

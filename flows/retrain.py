@@ -9,7 +9,6 @@ is applied. The same content arriving again (any name) is found in the ledger an
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from prefect.exceptions import FailedRun
 from prefect.runtime import flow_run
 
 from flows.pipeline import run_stages
-from flows.stages import failed_on_error, one_at_a_time
+from flows.stages import StageFailed, dvc, failed_on_error, one_at_a_time
 from mapwise.batches import Batch, accept, check, reject, stage
 from mapwise.errors import MapwiseError
 from mapwise.ledger import Ledger
@@ -31,6 +30,7 @@ STAGING = Path(".mapwise/staging")
 
 @task(name="check", task_run_name="check", log_prints=True)
 def check_batch(batch: Batch, params: Params):
+    """The batch alone through its source's mapping and the contracts."""
     mapping = load_mapping(params.ingest.mappings_dir / f"{batch.source}.yaml")
     result = check(batch, mapping, load_key(params.ingest.key_file), params.orchestrate.max_bad_share)
     print(result.reason)
@@ -41,11 +41,11 @@ def check_batch(batch: Batch, params: Params):
 def add_batch(batch: Batch, batches_dir: Path, root: Path) -> Path:
     """Move the batch among the accepted ones and track it with DVC (`<file>.dvc` beside it)."""
     stored = accept(batch, batches_dir)
-    done = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(stored)], cwd=root,
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    try:
+        dvc("add", ["add", "-q", str(stored)], str(root))
+    except StageFailed:
         stored.unlink()
-        raise RuntimeError(f"dvc add {stored}: {(done.stderr or done.stdout).strip()}")
+        raise
     print(f"accepted: {stored} (tracked by {stored}.dvc)")
     return stored
 

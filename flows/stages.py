@@ -93,8 +93,8 @@ def _transient(task, task_run, state) -> bool:
     return not getattr(state.data, "permanent", False)
 
 
-def _dvc(verb: str, args: list[str], root: str) -> subprocess.CompletedProcess:
-    """Run a dvc command; what it printed, or StageFailed naming why it failed."""
+def dvc(verb: str, args: list[str], root: str) -> subprocess.CompletedProcess:
+    """Run a dvc command for `verb`; what it printed, or StageFailed naming why it failed."""
     done = subprocess.run(["dvc", *args], cwd=root, env=_stage_env(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         output = done.stdout + done.stderr
@@ -107,7 +107,7 @@ def _dvc(verb: str, args: list[str], root: str) -> subprocess.CompletedProcess:
 @task(retry_condition_fn=_transient, log_prints=True)
 def changed_stages(root: str) -> set[str]:
     """The stages `dvc status` finds changed: their code, data, params or outputs differ from dvc.lock."""
-    status = json.loads(_dvc("status", ["status", "--json"], root).stdout.strip() or "{}")
+    status = json.loads(dvc("status", ["status", "--json"], root).stdout.strip() or "{}")
     print(f"changed since dvc.lock: {', '.join(sorted(status)) or 'nothing'}")
     return set(status)
 
@@ -122,7 +122,7 @@ def run_stage(verb: str, root: str, up_to_date: bool = False) -> StageRun:
         print(f"Stage '{verb}' is up to date (dvc status)")
         return StageRun(verb, False, 0.0)
     start = time.perf_counter()
-    done = _dvc(verb, ["repro", "--single-item", verb], root)
+    done = dvc(verb, ["repro", "--single-item", verb], root)
     output = done.stdout + done.stderr
     print(_DVC_HINTS.sub("", output).strip())
     return StageRun(verb, f"Running stage '{verb}'" in output, round(time.perf_counter() - start, 2))

@@ -75,19 +75,21 @@ def check(batch: Batch, mapping: Mapping, key: bytes, max_bad_share: float) -> C
     return Check(True, f"{report['rows_read']} rows, fit to ingest", report)
 
 
-def accept(batch: Batch, batches_dir: Path) -> Path:
-    """Move the staged batch into `<batches_dir>/<source>/`, where ingest reads it."""
-    target = batches_dir / batch.source / batch.path.name
+def _move(batch: Batch, folder: Path) -> Path:
+    target = folder / batch.source / batch.path.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(batch.path, target)
     return target
 
 
+def accept(batch: Batch, batches_dir: Path) -> Path:
+    """Move the staged batch into `<batches_dir>/<source>/`, where ingest reads it."""
+    return _move(batch, batches_dir)
+
+
 def reject(batch: Batch, quarantine_dir: Path, result: Check) -> Path:
     """Move the staged batch into `<quarantine_dir>/<source>/` with `<file>.reason.json` beside it."""
-    target = quarantine_dir / batch.source / batch.path.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(batch.path, target)
+    target = _move(batch, quarantine_dir)
     reason = {"origin": batch.origin, "sha256": batch.sha256, "reason": result.reason, "report": result.report}
     target.with_name(target.name + ".reason.json").write_text(json.dumps(reason, indent=2) + "\n")
     return target
