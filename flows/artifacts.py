@@ -37,16 +37,14 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
              f"- champion before: version {decision['champion_before']}; after: version {decision['champion_after']}"]
     if not fresh:
         lines.append("- the promote stage was up to date: this decision was made by an earlier run")
-    if decision.get("challenger"):
-        lines.append(f"- model version: [{name} v{decision['challenger']}]({ui}/#/models/{name}/versions/{decision['challenger']})")
     mlflow = client(params.tracking)
 
     def run_link(run_id: str) -> str:
         return f"[{run_id}]({ui}/#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id})"
 
-    if decision.get("challenger"):
-        trained_in = mlflow.get_model_version(name, decision["challenger"]).run_id
-        lines.append(f"- the challenger's MLflow run: {run_link(trained_in)}")
+    if challenger := decision.get("challenger"):
+        lines.append(f"- model version: [{name} v{challenger}]({ui}/#/models/{name}/versions/{challenger})")
+        lines.append(f"- the challenger's MLflow run: {run_link(mlflow.get_model_version(name, challenger).run_id)}")
     if decision.get("run_id"):
         lines.append(f"- the decision's MLflow run: {run_link(decision['run_id'])}")
     if registered:

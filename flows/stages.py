@@ -44,7 +44,6 @@ class StageFailed(RuntimeError):
 
     def __init__(self, verb: str, message: str, code: int | None):
         super().__init__(f"{verb}: {message}")
-        self.verb, self.code = verb, code
         self.permanent = code == USER_ERROR
 
 
