@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+MAX_MESSAGE = 1000  # characters of an error message; whatever a message echoes stays a preview
+
+
+def preview(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, saying how long it was: what errors, reasons and logs echo."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    """`text` for a one-line message: whitespace collapsed, unprintables escaped, then a `preview`."""
+    flat = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in " ".join(text.split()))
+    return preview(flat, limit)
+
 
 class MapwiseError(Exception):
     """A user mistake or unreadable input, told in one line that names the file and the problem."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(preview(str(message), MAX_MESSAGE))
 
 
 def describe(err: ValidationError) -> str:

@@ -8,11 +8,14 @@ Expressions use Python syntax but only this subset; nothing is ever evaluated as
   `x in ['a', 'b']`, `x not in [...]`, and `a if condition else b`
 - the functions in `FUNCTIONS` below, e.g. `abs(Quantity)`, `starts_with(InvoiceNo, 'C')`,
   `concat('web-', line())`
+
+Anything else is refused with an ExpressionError, as is an expression over the size limits below.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +23,16 @@ from functools import lru_cache
 
 import polars as pl
 
+from mapwise.errors import one_line
+
 LINE_COLUMN = "__line__"
 FILE_COLUMN = "__file__"
+
+MAX_CHARS = 10_000  # characters in one expression
+MAX_NODES = 2_000  # parts of its syntax tree (names, literals, operators...)
+MAX_DEPTH = 50  # levels of nesting
+MAX_IN_VALUES = 1_000  # values in an `in` list
+MAX_INT = 2**63 - 1  # integer literals fit in 64 bits
 
 
 class ExpressionError(ValueError):
@@ -37,16 +48,46 @@ class Compiled:
     columns: frozenset[str]
 
 
+def _quote(node: ast.AST) -> str:
+    return f"'{one_line(ast.unparse(node))}'"
+
+
+def _is_text(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _literal(node: ast.expr) -> str | int | float | bool | None:
+    """The value of a literal (a negative number too); anything else is refused."""
+    negative = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+    inner = node.operand if negative else node
+    if not isinstance(inner, ast.Constant):
+        raise ExpressionError(f"{_quote(node)} must be a literal")
+    value = inner.value
+    if value is not None and type(value) not in (str, int, float, bool):
+        raise ExpressionError(f"literal {_quote(node)} is not allowed (strings, numbers, True, False, None)")
+    if negative and type(value) not in (int, float):
+        raise ExpressionError(f"{_quote(node)}: only numbers can be negative")
+    if type(value) is int and abs(value) > MAX_INT:
+        raise ExpressionError(f"integer {_quote(node)} does not fit in 64 bits")
+    if type(value) is float and not math.isfinite(value):
+        raise ExpressionError(f"number {_quote(node)} is out of range")
+    return -value if negative else value
+
+
 def _literal_str(node: ast.expr, fn: str) -> str:
-    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-        raise ExpressionError(f"{fn}() takes a quoted string literal here")
+    if not _is_text(node):
+        raise ExpressionError(f"{fn}() takes a quoted string literal here, not {_quote(node)}")
     return node.value
 
 
-def _literal_int(node: ast.expr, fn: str) -> int:
-    if not (isinstance(node, ast.Constant) and isinstance(node.value, int)):
-        raise ExpressionError(f"{fn}() takes an integer literal here")
-    return node.value
+def _literal_int(node: ast.expr, fn: str, low: int, high: int = MAX_INT) -> int:
+    try:
+        value = _literal(node)
+    except ExpressionError:
+        value = None
+    if type(value) is not int or not low <= value <= high:
+        raise ExpressionError(f"{fn}() takes an integer literal from {low} to {high} here, not {_quote(node)}")
+    return value
 
 
 _CASTS = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "bool": pl.Boolean}
@@ -54,7 +95,7 @@ _CASTS = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "bool": pl.Boo
 # name -> (minimum args, maximum args or None, builder(compiled args, raw ast args))
 FUNCTIONS: dict[str, tuple[int, int | None, Callable[[list[pl.Expr], list[ast.expr]], pl.Expr]]] = {
     "abs": (1, 1, lambda a, _: a[0].abs()),
-    "round": (1, 2, lambda a, n: a[0].round(_literal_int(n[1], "round") if len(n) > 1 else 0)),
+    "round": (1, 2, lambda a, n: a[0].round(_literal_int(n[1], "round", 0, 15) if len(n) > 1 else 0)),
     "lower": (1, 1, lambda a, _: a[0].str.to_lowercase()),
     "upper": (1, 1, lambda a, _: a[0].str.to_uppercase()),
     "strip": (1, 1, lambda a, _: a[0].str.strip_chars()),
@@ -73,7 +114,7 @@ FUNCTIONS: dict[str, tuple[int, int | None, Callable[[list[pl.Expr], list[ast.ex
         2,
         3,
         lambda a, n: a[0].str.slice(
-            _literal_int(n[1], "substr"), _literal_int(n[2], "substr") if len(n) > 2 else None
+            _literal_int(n[1], "substr", -MAX_INT), _literal_int(n[2], "substr", 0) if len(n) > 2 else None
         ),
     ),
     "concat": (1, None, lambda a, _: pl.concat_str([x.cast(pl.String) for x in a])),
@@ -114,12 +155,14 @@ class _Compiler:
     def visit(self, node: ast.expr) -> pl.Expr:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
-            raise ExpressionError(f"'{ast.unparse(node)}' is not allowed (no {type(node).__name__})")
+            raise ExpressionError(f"{_quote(node)} is not allowed (no {type(node).__name__})")
         return method(node)
 
     def _column(self, name: str) -> pl.Expr:
         if name in (LINE_COLUMN, FILE_COLUMN) or name.startswith("__"):
-            raise ExpressionError(f"column name '{name}' is reserved")
+            raise ExpressionError(f"column name '{one_line(name)}' is reserved")
+        if name == "*" or (name.startswith("^") and name.endswith("$")):
+            raise ExpressionError(f"column name '{one_line(name)}' would select several columns")
         self.columns.add(name)
         return pl.col(name)
 
@@ -127,76 +170,110 @@ class _Compiler:
         return self._column(node.id)
 
     def _Constant(self, node: ast.Constant) -> pl.Expr:
-        if not isinstance(node.value, (str, int, float, bool, type(None))):
-            raise ExpressionError(f"literal {node.value!r} is not allowed")
-        return pl.lit(node.value)
+        return pl.lit(_literal(node))
 
     def _BinOp(self, node: ast.BinOp) -> pl.Expr:
         op = _BINARY.get(type(node.op))
         if op is None:
-            raise ExpressionError(f"operator in '{ast.unparse(node)}' is not allowed")
+            raise ExpressionError(f"operator in {_quote(node)} is not allowed")
+        if not isinstance(node.op, ast.Add) and any(_is_text(side) for side in (node.left, node.right)):
+            raise ExpressionError(f"{_quote(node)}: text can only be joined with +")
         return op(self.visit(node.left), self.visit(node.right))
 
     def _UnaryOp(self, node: ast.UnaryOp) -> pl.Expr:
-        operand = self.visit(node.operand)
-        if isinstance(node.op, ast.USub):
-            return -operand
+        if isinstance(node.op, ast.USub) and not _is_text(node.operand):
+            return -self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            return operand.not_()
-        raise ExpressionError(f"operator in '{ast.unparse(node)}' is not allowed")
+            return self.visit(node.operand).not_()
+        raise ExpressionError(f"operator in {_quote(node)} is not allowed")
 
     def _BoolOp(self, node: ast.BoolOp) -> pl.Expr:
         values = [self.visit(v) for v in node.values]
         return pl.all_horizontal(values) if isinstance(node.op, ast.And) else pl.any_horizontal(values)
 
     def _Compare(self, node: ast.Compare) -> pl.Expr:
+        if any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            if len(node.ops) > 1:
+                raise ExpressionError(f"{_quote(node)}: 'in' cannot be chained with other comparisons")
+            return self._in(node)
         parts = []
         left = self.visit(node.left)
         for op, comparator in zip(node.ops, node.comparators, strict=True):
-            if isinstance(op, (ast.In, ast.NotIn)):
-                if not isinstance(comparator, (ast.List, ast.Tuple)):
-                    raise ExpressionError("'in' takes a literal list, e.g. x in ['a', 'b']")
-                values = [self._literal(e) for e in comparator.elts]
-                test = left.is_in(values)
-                parts.append(test.not_() if isinstance(op, ast.NotIn) else test)
-                continue
+            compare = _COMPARE.get(type(op))
+            if compare is None:
+                hint = " (use is_null(x) or not_null(x))" if isinstance(op, (ast.Is, ast.IsNot)) else ""
+                raise ExpressionError(f"operator in {_quote(node)} is not allowed{hint}")
             right = self.visit(comparator)
-            parts.append(_COMPARE[type(op)](left, right))
+            parts.append(compare(left, right))
             left = right
         return parts[0] if len(parts) == 1 else pl.all_horizontal(parts)
 
-    def _literal(self, node: ast.expr) -> object:
-        if not isinstance(node, ast.Constant):
-            raise ExpressionError(f"'{ast.unparse(node)}' must be a literal")
-        return node.value
+    def _in(self, node: ast.Compare) -> pl.Expr:
+        listed = node.comparators[0]
+        if not isinstance(listed, (ast.List, ast.Tuple)):
+            raise ExpressionError(f"{_quote(node)}: 'in' takes a literal list, e.g. x in ['a', 'b']")
+        if len(listed.elts) > MAX_IN_VALUES:
+            raise ExpressionError(f"{_quote(node)}: 'in' list of {len(listed.elts)} values (at most {MAX_IN_VALUES})")
+        values = [_literal(e) for e in listed.elts]
+        kinds = sorted({type(v).__name__ for v in values if v is not None})
+        if len(kinds) > 1:
+            raise ExpressionError(f"{_quote(node)}: 'in' list mixes {' and '.join(kinds)}: give one type (and None)")
+        test = self.visit(node.left).is_in(values)
+        return test.not_() if isinstance(node.ops[0], ast.NotIn) else test
 
     def _IfExp(self, node: ast.IfExp) -> pl.Expr:
         return pl.when(self.visit(node.test)).then(self.visit(node.body)).otherwise(self.visit(node.orelse))
 
     def _Call(self, node: ast.Call) -> pl.Expr:
         if not isinstance(node.func, ast.Name) or node.keywords:
-            raise ExpressionError(f"'{ast.unparse(node)}': only plain calls of known functions")
+            raise ExpressionError(f"{_quote(node)}: only plain calls of known functions")
         name, args = node.func.id, node.args
         if name == "col":
             if len(args) != 1:
-                raise ExpressionError("col() takes one quoted column name")
+                raise ExpressionError(f"{_quote(node)}: col() takes one quoted column name")
             return self._column(_literal_str(args[0], "col"))
         if name not in FUNCTIONS:
             known = ", ".join(sorted([*FUNCTIONS, "col"]))
-            raise ExpressionError(f"unknown function '{name}' (known: {known})")
+            raise ExpressionError(f"unknown function '{one_line(name)}' (known: {known})")
         low, high, build = FUNCTIONS[name]
         if len(args) < low or (high is not None and len(args) > high):
-            raise ExpressionError(f"{name}() takes {low}{'' if high == low else '+'} argument(s)")
+            raise ExpressionError(f"{_quote(node)}: {name}() takes {low}{'' if high == low else '+'} argument(s)")
         return build([self.visit(a) for a in args], args)
+
+
+def _check_size(tree: ast.AST, text: str) -> None:
+    """Refuse trees with too many parts or too deep (walked without recursion)."""
+    nodes, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ExpressionError(f"'{one_line(text)}' is too large (more than {MAX_NODES} parts)")
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"'{one_line(text)}' nests more than {MAX_DEPTH} levels deep")
+        children = (child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context))
+        stack.extend((child, depth + 1) for child in children)
 
 
 @lru_cache(maxsize=4096)
 def compile_expression(text: str) -> Compiled:
     """Compile one mapping expression (cached: mappings ask for the same text at several steps)."""
+    if len(text) > MAX_CHARS:
+        raise ExpressionError(f"'{one_line(text)}' is too long (at most {MAX_CHARS} chars)")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as err:
-        raise ExpressionError(f"cannot parse '{text}': {err.msg}") from None
+    except (SyntaxError, ValueError) as err:
+        problem = err.msg if isinstance(err, SyntaxError) else str(err)
+        raise ExpressionError(f"cannot parse '{one_line(text)}': {one_line(problem)}") from None
+    except (RecursionError, MemoryError):  # Python's own parser gives up on deep nesting this way
+        raise ExpressionError(f"'{one_line(text)}' nests more than {MAX_DEPTH} levels deep") from None
+    _check_size(tree.body, text)
     compiler = _Compiler()
-    expr = compiler.visit(tree.body)
+    try:
+        expr = compiler.visit(tree.body)
+    except ExpressionError:
+        raise
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as err:
+        problem = str(err).strip().split("\n")[0]
+        raise ExpressionError(f"'{one_line(text)}' cannot be built: {one_line(problem, 160)}") from None
     return Compiled(text=text, expr=expr, columns=frozenset(compiler.columns))
