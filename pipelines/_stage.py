@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from mapwise.atomic import write_json  # noqa: F401  (the stages' report writer: replaced whole)
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, load_params
 
@@ -28,12 +29,6 @@ def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[
         print(f"{verb}: {err}", file=sys.stderr)
         return USER_ERROR
     return 0
-
-
-def write_json(path: Path, data: object) -> None:
-    """A report file, indented, with its folder created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_report(path: Path, stage: str) -> dict:

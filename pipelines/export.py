@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import polars as pl
 
+from mapwise.atomic import replacing_folder
 from mapwise.bundle import MODEL_FILE, write_bundle
 from mapwise.errors import MapwiseError
 from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
@@ -45,31 +46,33 @@ def stage(params: Params) -> None:
             raise MapwiseError(f"{path}: not found; run the train stage first")
         net = load_network(path)
         folder = p.out_dir / name
-        shutil.rmtree(folder, ignore_errors=True)
-        export_onnx(net, folder / MODEL_FILE, top_k=p.top_k)
-        parity = check_parity(net, session(folder / MODEL_FILE), sample, atol=p.atol, min_agreement=p.min_top10_agreement)
-        report[name] = {**parity.as_dict(), "onnx_bytes": (folder / MODEL_FILE).stat().st_size}
-        if not parity.passed:
-            shutil.rmtree(folder)
-            write_json(p.report, report)
-            raise MapwiseError(
-                f"{name}: ONNX parity failed on {parity.customers} customers: max |score diff| {parity.max_abs_diff:.3g} "
-                f"(allowed {p.atol:g}), top-10 agreement {parity.top10_agreement:.2%} (needed {p.min_top10_agreement:.0%})"
-            )
-        metadata = {
-            "model": name,
-            "n_items": net.n_items,
-            "max_len": net.max_len,
-            "input": INPUT,
-            "outputs": [SCORES] if p.top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
-            "top_k": p.top_k,
-            "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
-            "trained_with": network_hparams(path),
-            "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},
-            "metrics": _metrics(evaluation, name, trained.get(name, {})),
-            "parity": parity.as_dict(),
-        }
-        write_bundle(folder, metadata, items, customer_table(events, split.items, net.max_len))
+        with replacing_folder(folder) as build:  # built beside the previous bundle, swapped in whole when complete
+            export_onnx(net, build / MODEL_FILE, top_k=p.top_k)
+            parity = check_parity(net, session(build / MODEL_FILE), sample, atol=p.atol,
+                                  min_agreement=p.min_top10_agreement)
+            report[name] = {**parity.as_dict(), "onnx_bytes": (build / MODEL_FILE).stat().st_size}
+            if not parity.passed:
+                shutil.rmtree(folder, ignore_errors=True)  # no bundle for a network its graph does not match
+                write_json(p.report, report)
+                raise MapwiseError(
+                    f"{name}: ONNX parity failed on {parity.customers} customers: max |score diff| "
+                    f"{parity.max_abs_diff:.3g} (allowed {p.atol:g}), top-10 agreement {parity.top10_agreement:.2%} "
+                    f"(needed {p.min_top10_agreement:.0%})"
+                )
+            metadata = {
+                "model": name,
+                "n_items": net.n_items,
+                "max_len": net.max_len,
+                "input": INPUT,
+                "outputs": [SCORES] if p.top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
+                "top_k": p.top_k,
+                "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
+                "trained_with": network_hparams(path),
+                "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},
+                "metrics": _metrics(evaluation, name, trained.get(name, {})),
+                "parity": parity.as_dict(),
+            }
+            write_bundle(build, metadata, items, customer_table(events, split.items, net.max_len))
         print(f"export {name}: {folder / MODEL_FILE} ({report[name]['onnx_bytes'] / 1e6:.1f} MB), parity max |diff| "
               f"{parity.max_abs_diff:.2g}, top-10 agreement {parity.top10_agreement:.1%} on {parity.customers} customers")
     write_json(p.report, report)

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
+from mapwise.atomic import write_parquet
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.profile_report import print_profile_summary, write_profile_report
@@ -31,8 +32,7 @@ def stage(params: Params) -> None:
                               category_tokens=p.category_tokens)
     if profiles.is_empty():
         raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
-    p.out.parent.mkdir(parents=True, exist_ok=True)
-    profiles.write_parquet(p.out)
+    write_parquet(p.out, profiles)
     write_profile_report(profiles, p.report)
     print_profile_summary(profiles)
     print(f"profiles: {p.out}  report: {p.report}")

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from mapwise import columns as c
+from mapwise.atomic import replacing
 from mapwise.errors import MapwiseError
 from mapwise.progress import steps
 from mapwise.recommend import AUDIENCE_SCHEMA, CHUNK, Recommender
@@ -38,11 +39,9 @@ def write_audience(rec: Recommender, customers: list[str] | None, k: int, out: P
         raise MapwiseError(f"{out}: the audience file must end in {' or '.join(FORMATS)}")
     chosen = sorted(rec.customers) if customers is None else sorted(set(customers) & rec.customers.keys())
     skipped = 0 if customers is None else len(set(customers)) - len(chosen)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
     rows, writer = 0, None
     chunks = rec.recommend_all(chosen, k, exclude_purchased=exclude_purchased)
-    with open(partial, "wb") as handle:
+    with replacing(out) as partial, open(partial, "wb") as handle:
         for frame in steps(chunks, "scoring customers", total=math.ceil(len(chosen) / CHUNK)):
             if out.suffix == ".csv":
                 frame.write_csv(handle, include_header=rows == 0)
@@ -55,5 +54,4 @@ def write_audience(rec: Recommender, customers: list[str] | None, k: int, out: P
             writer.close()
         elif out.suffix == ".parquet":  # nobody to score: still a valid, empty file
             pl.DataFrame(schema=AUDIENCE_SCHEMA).write_parquet(handle)
-    partial.rename(out)
     return {"customers": len(chosen), "rows": rows, "not_known_to_model": skipped, "out": str(out)}

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
+from mapwise.atomic import write_json, write_parquet
 from mapwise.errors import MapwiseError
 from mapwise.inference import session
 from mapwise.split import ITEM_IDX
@@ -36,11 +37,10 @@ PURCHASED = "purchased"
 
 
 def write_bundle(folder: Path, metadata: dict, items: pl.DataFrame, customers: pl.DataFrame) -> None:
-    """Write the bundle's tables and metadata beside its `model.onnx`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items.write_parquet(folder / ITEMS_FILE)
-    customers.write_parquet(folder / CUSTOMERS_FILE)
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    """Write the bundle's tables and metadata beside its `model.onnx`, each file replaced whole."""
+    write_parquet(folder / ITEMS_FILE, items)
+    write_parquet(folder / CUSTOMERS_FILE, customers)
+    write_json(folder / METADATA_FILE, metadata, default=str)
 
 
 def bundle_files(folder: Path) -> dict[str, Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import fsspec
 
+from mapwise.atomic import write_json
 from mapwise.errors import MapwiseError
 
 _PARTIAL = (".tmp", ".part", ".partial", ".crdownload")
@@ -69,6 +70,5 @@ class Watcher:
             self.reported[f] = seen[f]
             self.pending.pop(f)
         if ready:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps(self.reported, indent=1))
+            write_json(self.state_file, self.reported, indent=1)
         return sorted(ready)

@@ -1,4 +1,8 @@
-"""The batch ledger: one JSON line per batch seen, keyed by the sha256 of its content."""
+"""The batch ledger: one JSON line per batch seen, keyed by the sha256 of its content.
+
+A line is complete once its newline is on disk. A process killed mid-append leaves a torn last line:
+that entry was never recorded, so reading skips it and the next append cuts it off first.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mapwise.errors import MapwiseError
 
 
 class Ledger:
@@ -17,7 +23,17 @@ class Ledger:
     def entries(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        text = self.path.read_text()
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]  # a torn last line aside
+        found = []
+        for number, line in enumerate(complete.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise MapwiseError(f"{self.path}:{number}: not a JSON line; the ledger is damaged") from None
+        return found
 
     def find(self, sha256: str) -> dict | None:
         """The last entry for this content, or None if it was never seen."""
@@ -26,8 +42,11 @@ class Ledger:
     def record(self, **entry: object) -> dict:
         entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as out:
-            out.write(json.dumps(entry) + "\n")
+        with self.path.open("a+b") as out:
+            out.seek(0)
+            kept = out.read().rfind(b"\n") + 1
+            out.truncate(kept)  # a torn last line, left by a kill mid-append
+            out.write(json.dumps(entry).encode() + b"\n")
             out.flush()
             os.fsync(out.fileno())
         return entry

@@ -7,13 +7,13 @@ half-way leaves that copy, and the next run puts it back before doing anything e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
+from mapwise.atomic import write_bytes
 from mapwise.params import Params, parse_params, read_params, with_overrides
 
 
@@ -21,18 +21,12 @@ def backup_path(path: Path) -> Path:
     return path.parent / ".mapwise" / f"{path.stem}.before-overrides{path.suffix}"
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def restore_interrupted(path: Path) -> bool:
     """Put back the params an interrupted run left overridden; True if there were any."""
     backup = backup_path(path)
     if not backup.exists():
         return False
-    _write(path, backup.read_bytes())
+    write_bytes(path, backup.read_bytes())
     backup.unlink()
     return True
 
@@ -49,10 +43,10 @@ def params_overridden(path: Path, overrides: dict[str, object]) -> Iterator[Para
     backup = backup_path(path)
     backup.parent.mkdir(parents=True, exist_ok=True)
     original = path.read_bytes()
-    _write(backup, original)
-    _write(path, yaml.safe_dump(merged, sort_keys=False).encode())
+    write_bytes(backup, original)
+    write_bytes(path, yaml.safe_dump(merged, sort_keys=False).encode())
     try:
         yield params
     finally:
-        _write(path, original)
+        write_bytes(path, original)
         backup.unlink()

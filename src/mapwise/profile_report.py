@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mapwise import columns as c
+from mapwise.atomic import write_text
 from mapwise.profiles import SEGMENT_OF_RF
 
 SEGMENT_NOTES = {
@@ -221,5 +222,4 @@ by fifths of all customers (ties share the lower score). The segment comes from 
 {_png(_rf_grid(profiles))}
 </body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body, encoding="utf-8")
+    write_text(path, body)

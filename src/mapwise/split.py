@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
+from mapwise.atomic import replacing_folder
 from mapwise.errors import MapwiseError
 
 ITEM_IDX = "item_idx"
@@ -65,10 +66,10 @@ def load_split(folder: Path) -> Split:
 
 
 def save_split(split: Split, folder: Path) -> None:
-    """Write the split's four tables as parquet files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in _PARTS:
-        getattr(split, name).write_parquet(folder / f"{name}.parquet")
+    """Write the split's four tables as parquet files, replacing the folder whole."""
+    with replacing_folder(folder) as build:
+        for name in _PARTS:
+            getattr(split, name).write_parquet(build / f"{name}.parquet")
 
 
 def purchases(events: pl.DataFrame) -> pl.DataFrame:
