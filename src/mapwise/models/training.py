@@ -3,14 +3,20 @@
 Checkpoints live in a folder named by a hash of everything that shapes the model, so an
 interrupted run resumes from its last checkpoint, a finished run (early-stopped or not) is
 reused as it was, and a changed param starts afresh.
+
+Checkpoints and saved networks may come from a DVC remote: they are only ever read as tensors and
+plain values (`weights_only`), so a file that would run code when unpickled is refused, never run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +27,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
+from mapwise.atomic import replacing, write_json
+from mapwise.errors import MapwiseError
 from mapwise.models.module import VAL_METRIC, RecommenderModule
 from mapwise.models.networks import SequenceRecommender, build_network
 from mapwise.models.sequences import customer_sequences, next_item_examples, pad_left, sequence_chunks
@@ -57,7 +65,34 @@ class _Curve(Callback):
         self.rows.append({**row, VAL_METRIC: float(metrics[VAL_METRIC])})
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.rows))
+            write_json(self.path, self.rows)
+
+
+@contextmanager
+def _weights_only(path: Path, what: str) -> Iterator[None]:
+    """Around a `weights_only` load: a refused or unreadable file becomes one line naming it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # a crafted file's protocol
+            yield
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise MapwiseError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except pickle.UnpicklingError:
+        raise MapwiseError(
+            f"{path}: refused: a {what} holds only tensors and plain values, this one something else "
+            "(nothing in it was run)"
+        ) from None
+    except Exception:  # torch raises several kinds for a truncated or foreign file
+        raise MapwiseError(f"{path}: not a readable {what} (truncated, corrupt or another format)") from None
+
+
+def _epoch(checkpoint: Path) -> int:
+    """The epoch a Lightning checkpoint was saved at."""
+    with _weights_only(checkpoint, "checkpoint"):
+        epoch = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]
+    if type(epoch) is not int:
+        raise MapwiseError(f"{checkpoint}: not a readable checkpoint (no epoch)")
+    return epoch
 
 
 def resolve_precision(p: TrainParams) -> str:
@@ -101,9 +136,12 @@ def train_model(
     ckpt_dir = work_dir / f"{name}-{config_hash(name, split, p)}"
     finished = ckpt_dir / "finished.json"
     if finished.exists():  # trained to the end (or early-stopped) before: resuming would train on past the stop
-        saved = json.loads(finished.read_text())
-        return TrainResult(name, saved["best_score"], saved["best_epoch"], saved["epochs"], None,
-                           time.perf_counter() - start, ckpt_dir / saved["checkpoint"], saved["curve"], reused=True)
+        try:
+            saved = json.loads(finished.read_text())
+            return TrainResult(name, saved["best_score"], saved["best_epoch"], saved["epochs"], None,
+                               time.perf_counter() - start, ckpt_dir / saved["checkpoint"], saved["curve"], reused=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise MapwiseError(f"{finished}: unreadable; delete {ckpt_dir} to train afresh") from None
     m = p.model
     sequences = customer_sequences(split.train)
     module = RecommenderModule(name, split.n_items, m.model_dump(), p.lr, p.weight_decay, p.optimizer)
@@ -119,7 +157,7 @@ def train_model(
     )
     valid = DataLoader(valid_rows, batch_size=max(p.batch_size, 512))
     last = ckpt_dir / "last.ckpt"
-    resumed = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1 if last.exists() else None
+    resumed = _epoch(last) + 1 if last.exists() else None  # also refuses a checkpoint that is not only weights
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=VAL_METRIC, mode="max", save_last=True)
     curve = _Curve(ckpt_dir / "curve.json", resumed or 0)
     trainer = L.Trainer(
@@ -136,12 +174,12 @@ def train_model(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, train, valid, ckpt_path=last if last.exists() else None)
+    trainer.fit(module, train, valid, ckpt_path=last if last.exists() else None, weights_only=True)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     result = TrainResult(
         name=name,
         best_score=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
-        best_epoch=int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"]),
+        best_epoch=_epoch(best_path),
         epochs=trainer.current_epoch,
         resumed_after_epochs=resumed,
         seconds=time.perf_counter() - start,
@@ -149,27 +187,30 @@ def train_model(
         curve=curve.rows,
     )
     if trainer.is_global_zero:
-        finished.write_text(json.dumps({"best_score": result.best_score, "best_epoch": result.best_epoch,
-                                        "epochs": result.epochs, "checkpoint": best_path.name, "curve": result.curve}))
+        write_json(finished, {"best_score": result.best_score, "best_epoch": result.best_epoch,
+                              "epochs": result.epochs, "checkpoint": best_path.name, "curve": result.curve})
     return result
 
 
 def export_network(checkpoint: Path, path: Path) -> None:
     """Save the selected network's weights and shape as a small, framework-light file."""
-    module = RecommenderModule.load_from_checkpoint(checkpoint, map_location="cpu")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hparams": dict(module.hparams), "state_dict": module.net.state_dict()}, path)
+    with _weights_only(checkpoint, "checkpoint"):
+        module = RecommenderModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    with replacing(path) as tmp:
+        torch.save({"hparams": dict(module.hparams), "state_dict": module.net.state_dict()}, tmp)
 
 
 def load_network(path: Path) -> SequenceRecommender:
     """A network saved by `export_network`, in eval mode on the CPU."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    h = saved["hparams"]
-    net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
-    net.load_state_dict(saved["state_dict"])
+    with _weights_only(path, "network file"):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        h = saved["hparams"]
+        net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
+        net.load_state_dict(saved["state_dict"])
     return net.eval()
 
 
 def network_hparams(path: Path) -> dict:
     """What a network saved by `export_network` was built and trained with (name, sizes, lr, optimizer...)."""
-    return dict(torch.load(path, map_location="cpu", weights_only=False)["hparams"])
+    with _weights_only(path, "network file"):
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["hparams"])
