@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import KEY, worse_bundle
+from conftest import KEY, REPO, worse_bundle
 from mapwise.bundle import MODEL_FILE, load_bundle
 from mapwise.models.networks import build_network
 from mapwise.onnx_export import export_onnx
@@ -28,6 +29,15 @@ def client(exported_root):
     keeper = Keeper(FolderSource(exported_root / "models/export/sasrec"))
     assert keeper.refresh()
     return TestClient(create_app(keeper, KEY, ServeParams(max_k=20, max_recent_items=5, max_body_bytes=2048)))
+
+
+def assert_error(done, status: int | None = None) -> None:
+    """A 4xx (or this status) with the one error shape: {"error": "<one line>"}, naming no server path."""
+    assert 400 <= done.status_code < 500 if status is None else done.status_code == status, (done.status_code, done.text)
+    assert done.headers["content-type"] == "application/json", done.headers
+    body = done.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
+    assert "\n" not in body["error"] and str(REPO) not in body["error"] and tempfile.gettempdir() not in body["error"]
 
 
 def _known_raw_id(folder) -> tuple[str, list[str]]:
@@ -83,24 +93,81 @@ def test_filters(client):
 ])
 def test_bad_requests_get_a_clear_4xx(client, body, error):
     done = client.post("/recommendations", json=body)
-    assert done.status_code == 422 and done.json()["error"].startswith(error), done.json()
+    assert_error(done, 422)
+    assert done.json()["error"].startswith(error), done.json()
 
 
 def test_malformed_and_oversized_bodies(client):
     bad = client.post("/recommendations", content=b'{"customer_id": ', headers={"content-type": "application/json"})
-    assert bad.status_code == 422 and "JSON decode error" in bad.json()["error"]
+    assert_error(bad, 422)
+    assert "JSON decode error" in bad.json()["error"]
     big = client.post("/recommendations", content=b"{" + b" " * 4096 + b"}", headers={"content-type": "application/json"})
-    assert big.status_code == 413
+    assert_error(big, 413)
     chunked = client.post("/recommendations", content=(b" " * 1024 for _ in range(4)),
                           headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
-    assert chunked.status_code == 413
+    assert_error(chunked, 413)
     assert client.get("/health").json() == {"status": "ok"}  # and the worker is still there
 
 
-def test_info_endpoints_and_docs(client):
+VALID = {"customer_id": "c1", "k": 3, "recent_items": ["i1"], "exclude_purchased": False, "filters": {"min_price": 0}}
+
+
+def _hostile_bodies() -> list[tuple[bytes, str | None]]:
+    """Bodies to refuse: each field of VALID given values of the wrong type, and JSON that is not quite JSON."""
+    wrong = {
+        "customer_id": [True, 1, 1.5, None, [], {}, ["c1"], "a b", "x" * 129],
+        "k": [True, False, "5", "5.0", 5.0, 5.5, None, [], {}, [5], 0, 10**30, -(10**30)],
+        "recent_items": ["i1", True, 1, None, {}, [1], [True], [None], [["i1"]], {"i1": 1}],
+        "exclude_purchased": ["yes", "true", "false", "", 1, 0, 1.0, None, [], {}],
+        "filters": [[], "x", 1, True, {"min_price": True}, {"min_price": "1"}, {"min_price": -1}, {"max_price": [1]},
+                    {"max_price": {}}, {"categories": "x"}, {"categories": [1]}, {"categories": [True]},
+                    {"allow_items": [True]}, {"allow_items": "i1"}, {"deny_items": None}, {"deny_items": [1]},
+                    {"colour": "red"}, {"min_price": {"$gt": 1}}],
+        "extra": [1, None],
+        "a\nb": [1],
+    }
+    json_type = "application/json"
+    bodies = [(json.dumps({**VALID, key: value}).encode(), json_type) for key, values in wrong.items() for value in values]
+    raw = [
+        b"", b" ", b"{", b'{"customer_id": "c1",}', b"{'customer_id': 'c1'}", b'{"customer_id": c1}', b"[1, 2]",
+        b'"c1"', b"1", b"null", b"true", b"[]", b"{}",
+        b'{"customer_id": "c1", "k": NaN}', b'{"customer_id": "c1", "filters": {"min_price": Infinity}}',
+        b'{"customer_id": "c1", "filters": {"max_price": -Infinity}}', b'{"customer_id": "c1", "filters": {"max_price": 1e999}}',
+        b'{"customer_id": "c1", "customer_id": "c2"}', b'{"customer_id": "c1", "k": 3, "k": 4}',
+        b'{"customer_id": "c1", "filters": {"min_price": 1, "min_price": 2}}',
+        b'{"customer_id": "c1", "k": 1' + b"0" * 5000 + b"}",  # past Python's digits limit
+        b'{"customer_id": "c1", "filters": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"customer_id": "\xff\xfe"}', b'{"customer_id": "caf\xe9"}', b"\xef\xbb\xbf" + json.dumps(VALID).encode(),
+        b'{"customer_id": "\\ud800"}', b'{"customer_id": "c1\\u0000"}',
+    ]
+    bodies += [(body, json_type) for body in raw]
+    bodies += [(json.dumps(VALID).encode(), kind) for kind in ("text/plain", "application/x-www-form-urlencoded", None)]
+    return bodies + [(b"customer_id=c1", "application/x-www-form-urlencoded")]
+
+
+def test_hostile_bodies_get_a_4xx_in_the_one_error_shape(exported_root):
+    keeper = Keeper(FolderSource(exported_root / "models/export/sasrec"))
+    assert keeper.refresh()
+    app = TestClient(create_app(keeper, KEY, ServeParams()))  # the default body limit: the bodies are parsed
+    assert app.post("/recommendations", json=VALID).status_code == 200  # the bodies below each break this one
+    for body, kind in _hostile_bodies():
+        assert_error(app.post("/recommendations", content=body, headers={"content-type": kind} if kind else {}))
+
+
+def test_every_error_has_the_one_shape(client):
+    assert_error(client.get("/nowhere"), 404)
+    wrong_method = client.get("/recommendations")
+    assert_error(wrong_method, 405)
+    assert wrong_method.headers["allow"] == "POST"
+    assert_error(client.delete("/health"), 405)
+
+
+def test_info_endpoints_and_docs(client, exported_root):
     assert client.get("/ready").json() == {"ready": True, "version": "local"}
     info = client.get("/model").json()
     assert info["model"] == "sasrec" and info["data_version"] and info["metrics"]["test"]["all_items"]["ndcg@10"] > 0
+    assert info["name"] == "sasrec" and info["lineage"]["train_run_id"] and info["loaded_at"] and info["refused"] == {}
+    assert str(exported_root) not in client.get("/model").text  # nothing of the server's filesystem
     assert client.get("/docs").status_code == 200
     assert "/recommendations" in client.get("/openapi.json").json()["paths"]
 
@@ -108,9 +175,27 @@ def test_info_endpoints_and_docs(client):
 def test_not_ready_without_a_model(tmp_path):
     keeper = Keeper(FolderSource(tmp_path))  # an empty folder: the load is refused
     assert not keeper.refresh() and "not a model bundle" in keeper.refused["local"]
+    assert str(tmp_path) not in keeper.refused["local"]
     app = TestClient(create_app(keeper, KEY, ServeParams()))
-    assert app.get("/health").status_code == 200 and app.get("/ready").status_code == 503
-    assert app.post("/recommendations", json={"customer_id": "x"}).status_code == 503
+    assert app.get("/health").status_code == 200
+    assert_error(app.get("/ready"), 503)
+    assert_error(app.get("/model"), 503)
+    assert "version local refused: " in app.get("/model").json()["error"]  # why, even when nothing serves
+    assert_error(app.post("/recommendations", json={"customer_id": "x"}), 503)
+
+
+def test_a_failed_download_is_retried_not_refused(project, tmp_path):
+    name = project.register.model_name
+    register_bundle(project.tracking, name, project.export.out_dir / "gru")
+    apply(project.tracking, Decision("force", name, "1", None, "1", "test"))
+    cache = tmp_path / "cache"
+    cache.write_text("")  # the cache cannot be written for now: a transient failure
+    keeper = Keeper(RegistrySource(tracking_uri(project.tracking), name, "champion", cache))
+    with pytest.raises(OSError):
+        keeper.refresh()
+    assert keeper.current is None and keeper.refused == {}
+    cache.unlink()
+    assert keeper.refresh() and keeper.current.version == "1"
 
 
 def test_follows_the_champion_and_refuses_a_broken_version(project, tmp_path):
@@ -143,6 +228,8 @@ def test_follows_the_champion_and_refuses_a_broken_version(project, tmp_path):
         assert app.get("/model").json()["version"] == "2"
     refused = app.get("/model").json()["refused"]
     assert "does not match" in refused["3"] and "smoke check: scores of shape" in refused["4"]
+    shown = app.get("/model").text  # the reasons name no path of the server
+    assert str(tmp_path) not in shown and tempfile.gettempdir() not in shown
     assert app.post("/recommendations", json={"customer_id": "x"}).status_code == 200
 
 

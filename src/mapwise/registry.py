@@ -7,6 +7,7 @@ model's tag `mapwise.champion_history` lists the champions in order, which is wh
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -14,6 +15,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,24 +148,37 @@ def versions(p: TrackingParams, model_name: str) -> list[dict]:
 
 
 def download(uri: str, model_name: str, version: str, cache_dir: Path) -> Path:
-    """The version's files (registry at `uri`) in a local folder, downloaded once.
+    """The version's files (registry at `uri`) in a local folder, downloaded once for every process sharing `cache_dir`.
 
-    The folder is named by the version's source too: version numbers repeat across registries.
+    The folder is named by the version's source too: version numbers repeat across registries. It appears
+    whole or not at all: one process at a time (a lock per version) downloads into a temporary folder of
+    its own and renames it into place; the others, once they get the lock, find it there.
     """
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     source = client_at(uri).get_model_version(model_name, version).source
     key = hashlib.sha256(f"{uri}|{source}".encode()).hexdigest()[:12]
     folder = cache_dir / model_name / f"{version}-{key}"
-    if not (folder / MODEL_FILE).exists():
-        tmp = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with _quiet():
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder.with_name(f".{folder.name}.lock")):
+        if not folder.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+            try:
+                with _quiet():
+                    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                        dst_path=str(tmp), tracking_uri=uri, registry_uri=uri)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # left only by a failed download
     return folder
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on this file (between processes and between threads) while the block runs."""
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def champion_history(c: MlflowClient, model_name: str) -> list[str]:

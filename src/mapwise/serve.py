@@ -1,8 +1,10 @@
 """The real-time service: FastAPI over onnxruntime, following the registry's `champion` alias.
 
 A background thread checks the alias every `serve.poll_seconds`; a new version is downloaded,
-loaded and smoke-checked before it replaces the one serving, and a version that fails is refused
-(and reported by `/model`) while the old one keeps answering. Raw customer ids are pseudonymised
+loaded and smoke-checked before it replaces the one serving. A version that does not load or fails
+the smoke check is refused (and reported by `/model`) while the old one keeps answering; a registry
+or download failure is only retried at the next check. Requests are validated strictly, and every
+error answers `{"error": "<one line>"}`, without server paths. Raw customer ids are pseudonymised
 with the ingestion key on arrival and never logged.
 """
 
@@ -10,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,10 +29,12 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mapwise.bundle import load_bundle
-from mapwise.errors import MapwiseError
+from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
 from mapwise.privacy import load_key, pseudonym
 from mapwise.recommend import Filters, Recommender
@@ -37,11 +44,13 @@ from mapwise.tracking import tracking_uri
 log = logging.getLogger("mapwise.serve")
 PARAMS_ENV, MODEL_ENV = "MAPWISE_PARAMS", "MAPWISE_MODEL"
 _ID = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]  # printable, no spaces
+_PATH = re.compile(r"(?<![\w:.~])/(?:[^\s/'\"(),;:]+/)+([^\s/'\"(),;:]*)")  # an absolute path: kept is its last part
 
 
 class Source(Protocol):
     """Where models come from: `latest()` names the version to serve, `fetch()` brings its files."""
 
+    name: str
     description: str
 
     def latest(self) -> str | None: ...
@@ -56,8 +65,12 @@ class FolderSource:
     folder: Path
 
     @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
     def description(self) -> str:
-        return str(self.folder)
+        return "bundle folder"  # its path is the server's business
 
     def latest(self) -> str | None:
         return "local"
@@ -74,6 +87,10 @@ class RegistrySource:
     model_name: str
     alias: str
     cache_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.model_name
 
     @property
     def description(self) -> str:
@@ -118,21 +135,26 @@ class Keeper:
     refused: dict[str, str] = field(default_factory=dict)
 
     def refresh(self) -> bool:
-        """Load the source's latest version if it is new; True when the serving model changed."""
+        """Load the source's latest version if it is new; True when the serving model changed.
+
+        Registry and download errors propagate: nothing is decided, the next check tries again. A version
+        whose files are here but do not load or fail the smoke check is refused for good (reason in `/model`).
+        """
         version = self.source.latest()
         if version is None or version in self.refused or (self.current and self.current.version == version):
             return False
+        folder = self.source.fetch(version)
         try:
-            bundle = load_bundle(self.source.fetch(version), threads=self.threads)
+            bundle = load_bundle(folder, threads=self.threads)
             recommender = Recommender(bundle)
             smoke_check(recommender)
-        except Exception as err:  # noqa: BLE001  (any failure refuses the version; the old one keeps serving)
-            self.refused[version] = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-            log.warning("refused model version %s: %s", version, self.refused[version])
+        except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
+            log.warning("refused model version %s: %s", version, _first_line(err))  # the log may name paths
+            self.refused[version] = _PATH.sub(r"\1", _first_line(err))
             return False
         meta = bundle.metadata
         info = {
-            "name": getattr(self.source, "model_name", self.source.description), "source": self.source.description,
+            "name": self.source.name, "source": self.source.description,
             "version": version, "model": meta.get("model"),
             "n_items": bundle.n_items, "max_len": bundle.max_len, "lineage": meta.get("lineage", {}),
             "data_version": meta.get("lineage", {}).get("data_version"), "metrics": meta.get("metrics", {}),
@@ -153,12 +175,16 @@ class Keeper:
                 time.sleep(every)
                 try:
                     self.refresh()
-                except Exception as err:  # noqa: BLE001  (registry unreachable: keep serving, retry later)
-                    log.warning("model check failed: %s", str(err).splitlines()[0][:300] if str(err) else err)
+                except Exception as err:  # noqa: BLE001  (registry or download failed: keep serving, retry later)
+                    log.warning("model check failed, retrying in %gs: %s", every, _first_line(err))
 
         thread = threading.Thread(target=loop, name="mapwise-model-follow", daemon=True)
         thread.start()
         return thread
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0][:300] if str(err).strip() else type(err).__name__
 
 
 def smoke_check(rec: Recommender) -> None:
@@ -180,7 +206,7 @@ def _request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
     class RecommendationFilters(BaseModel):
         """Every given rule must hold for an item to be recommended."""
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)  # no "5" for 5, no true for 1, no "yes" for true
         categories: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
                               Field(max_length=p.max_list_items)] | None = None
         min_price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
@@ -197,7 +223,7 @@ def _request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
     class RecommendationRequest(BaseModel):
         """Who to recommend for, how many, and under which rules."""
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         customer_id: _ID = Field(description="the shop's own customer id (pseudonymised on arrival, never stored)")
         k: int = Field(10, ge=1, le=p.max_k)
         recent_items: Annotated[list[_ID], Field(max_length=p.max_recent_items)] = Field(
@@ -234,19 +260,80 @@ class Json(Response):
         return orjson.dumps(content)
 
 
+def strict_json(raw: bytes) -> object:
+    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no duplicate keys; json.JSONDecodeError otherwise."""
+    try:
+        return json.loads(raw.decode(), object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=_finite)
+    except UnicodeDecodeError:
+        raise json.JSONDecodeError("not UTF-8", "", 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer past Python's digit limit
+        raise json.JSONDecodeError("number too long", "", 0) from None
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        raise json.JSONDecodeError("duplicate keys", "", 0)
+    return found
+
+
+def _no_constant(name: str) -> float:
+    raise json.JSONDecodeError(f"{name} is not JSON", "", 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError("number out of range", "", 0)
+    return value
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> object:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    """A route whose JSON body is read by `strict_json` (FastAPI turns its errors into a 422)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
 def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
     """The HTTP app around a keeper (already refreshed, or not ready yet)."""
     RecommendationRequest, _ = _request_models(p)
     app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json,
                   description="Real-time recommendations from the registry's champion model (onnxruntime).")
+    app.router.route_class = _StrictJsonRoute
     app.add_middleware(BodyLimit, limit=p.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> Json:
-        first = err.errors()[0]
+        errors = err.errors()
+        first = errors[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-        msg = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid")
-        return Json({"error": f"{where}: {msg}", "errors": len(err.errors())}, status_code=422)
+        msg = {"extra_forbidden": "unknown field"}.get(first.get("type"), first.get("msg", "invalid"))
+        if first.get("type") == "json_invalid":
+            where, msg = "body", f"JSON decode error: {first.get('ctx', {}).get('error')}"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Json({"error": one_line(f"{where}: {msg}", 400) + more}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> Json:  # routing's 404 and 405 too
+        return Json({"error": one_line(str(err.detail), 400)}, status_code=err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, err: Exception) -> Json:
@@ -255,7 +342,9 @@ def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
 
     def serving() -> Loaded:
         if keeper.current is None:
-            raise HTTPException(503, "no model loaded yet")
+            refused = keeper.refused.copy()  # copied in one step: the follow thread may be adding to it
+            raise HTTPException(503, "no model loaded yet" + "".join(f"; version {v} refused: {why}"
+                                                                     for v, why in refused.items()))
         return keeper.current
 
     @app.get("/health", summary="The process is up")
@@ -266,7 +355,7 @@ def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
     def ready() -> dict:
         return {"ready": True, "version": serving().version}
 
-    @app.get("/model", summary="The model in service: version, metrics, lineage")
+    @app.get("/model", summary="The model in service: version, metrics, lineage, refused versions and why")
     def model() -> dict:
         return {**serving().info, "refused": keeper.refused}
 
@@ -378,6 +467,6 @@ def build(params: Params, model: str | None = None, *, follow: bool = True) -> F
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers: params from $MAPWISE_PARAMS, model override from $MAPWISE_MODEL."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     return build(load_params(Path(os.environ.get(PARAMS_ENV, "params.yaml"))), os.environ.get(MODEL_ENV) or None)
