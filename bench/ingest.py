@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mapwise.ingest import ingest
+from mapwise.ingest import Limits, ingest
 from mapwise.mapping.spec import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def best_of(repeats: int, fn) -> tuple[float, object]:
 def measure(name: str, raw_dir: Path, file: Path, mapping_path: Path, repeats: int) -> dict:
     mapping = load_mapping(mapping_path)
     read_s, frame = best_of(repeats, lambda: pl.read_csv(file, infer_schema=False))  # text, as ingest reads
-    ingest_s, result = best_of(repeats, lambda: ingest(raw_dir, [mapping], KEY))
+    ingest_s, result = best_of(repeats, lambda: ingest(raw_dir, [mapping], KEY, Limits.of()))
     rows = result.report["sources"][mapping.name]["rows_read"]
     out = DATA / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from flows.pipeline import run_stages
 from flows.stages import StageFailed, dvc, failed_on_error, one_at_a_time
 from mapwise.batches import Batch, accept, check, reject, stage
 from mapwise.errors import MapwiseError
+from mapwise.ingest import Limits
 from mapwise.ledger import Ledger
 from mapwise.mapping.spec import load_mapping
 from mapwise.params import Params, load_params
@@ -32,14 +33,19 @@ STAGING = Path(".mapwise/staging")
 def check_batch(batch: Batch, params: Params):
     """The batch alone through its source's mapping and the contracts."""
     mapping = load_mapping(params.ingest.mappings_dir / f"{batch.source}.yaml")
-    result = check(batch, mapping, load_key(params.ingest.key_file), params.orchestrate.max_bad_share)
+    result = check(batch, mapping, load_key(params.ingest.key_file), Limits.of(params.ingest), params.orchestrate)
     print(result.reason)
     return result
 
 
 @task(name="add", task_run_name="add", log_prints=True)
 def add_batch(batch: Batch, batches_dir: Path, root: Path) -> Path:
-    """Move the batch among the accepted ones and track it with DVC (`<file>.dvc` beside it)."""
+    """Move the batch among the accepted ones and track it with DVC (`<file>.dvc` beside it).
+
+    The commit point is `<file>.dvc`, the last thing `dvc add` writes: ingest reads only batches that have
+    one. A run killed before it leaves the batch unaccepted and unrecorded, and the next retrain of the same
+    file adds it again over the untracked copy; killed after it, the batch is accepted whole.
+    """
     stored = accept(batch, batches_dir)
     try:
         dvc("add", ["add", "-q", str(stored)], str(root))
@@ -68,19 +74,22 @@ def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dic
     p = params.orchestrate
     ledger = Ledger(p.ledger)
     with one_at_a_time(root):
-        batch = stage(path, STAGING, params.ingest.sources, source)
+        batch = stage(path, STAGING, params.ingest.sources, p.incoming, source, Limits.of(params.ingest).max_bytes)
         seen = ledger.find(batch.sha256)
         if seen:
             batch.path.unlink()
             print(f"{path}: same content as a batch {seen['status']} at {seen['at']} ({seen['stored']}): processed once, skipped")
             return {"status": "duplicate", "of": seen}
         entry = {"sha256": batch.sha256, "origin": path, "source": batch.source, "flow_run_id": flow_run.get_id()}
-        result = check_batch(batch, params)
-        if not result.ok:
-            stored = reject(batch, p.quarantine_dir, result)
-            ledger.record(**entry, status="rejected", stored=str(stored), reason=result.reason)
-            raise MapwiseError(f"{path}: rejected, nothing applied: {result.reason} (kept in {stored})")
-        stored = add_batch(batch, params.ingest.batches_dir, root)
+        try:
+            result = check_batch(batch, params)
+            if not result.ok:
+                stored = reject(batch, p.quarantine_dir, result)
+                ledger.record(**entry, status="rejected", stored=str(stored), reason=result.reason)
+                raise MapwiseError(f"{path}: rejected, nothing applied: {result.reason} (kept in {stored})")
+            stored = add_batch(batch, params.ingest.batches_dir, root)
+        finally:  # a check or add that crashed leaves no staged copy behind: the same file can simply arrive again
+            batch.path.unlink(missing_ok=True)
         ledger.record(**entry, status="accepted", stored=str(stored), rows=result.report["rows_read"])
         return {"status": "accepted", "stored": str(stored), **run_stages(root, root / params_file, {})}
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from mapwise.ingest import ingest
+import polars as pl
+
+from mapwise.atomic import replacing_folder
+from mapwise.ingest import Limits, ingest
 from mapwise.mapping.spec import load_mapping
 from mapwise.params import Params
 from mapwise.privacy import load_key
@@ -12,14 +16,19 @@ from mapwise.report import print_ingest_report
 from pipelines._stage import run, write_json
 
 
+def _write_tables(folder: Path, frames: dict[str, pl.DataFrame]) -> None:
+    for name, frame in frames.items():
+        frame.write_parquet(folder / f"{name}.parquet")
+
+
 def stage(params: Params) -> None:
     p = params.ingest
     mappings = [load_mapping(p.mappings_dir / f"{name}.yaml") for name in p.sources]
-    result = ingest(p.raw_dir, mappings, load_key(p.key_file), p.batches_dir)
-    for folder, frames in ((p.canonical_dir, result.tables), (p.quarantine_dir, result.quarantine)):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, frame in frames.items():
-            frame.write_parquet(folder / f"{name}.parquet")
+    result = ingest(p.raw_dir, mappings, load_key(p.key_file), Limits.of(p), p.batches_dir)
+    with replacing_folder(p.canonical_dir) as canonical:  # both folders built whole, then swapped in
+        _write_tables(canonical, result.tables)
+        with replacing_folder(p.quarantine_dir) as quarantine:
+            _write_tables(quarantine, result.quarantine)
     write_json(p.report, result.report)
     print_ingest_report(result.report)
 

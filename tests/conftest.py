@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mapwise.ingest import IngestResult, ingest
+from mapwise.ingest import IngestResult, Limits, ingest
 from mapwise.mapping.spec import parse_mapping
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def write(path: Path, content: str | bytes) -> Path:
 
 
 def run(raw_dir: Path, *mappings: dict) -> IngestResult:
-    return ingest(raw_dir, [parse_mapping(m, f"{m['name']}.yaml") for m in mappings], KEY)
+    return ingest(raw_dir, [parse_mapping(m, f"{m['name']}.yaml") for m in mappings], KEY, Limits.of())
 
 
 def assert_balanced(result: IngestResult) -> None:
@@ -174,15 +174,23 @@ def dvc_project(root: Path, **train_overrides) -> Path:
     return root
 
 
-def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
+def stage_env() -> dict[str, str]:
+    """The environment stages run in: this repository's code (then any $PYTHONPATH) and this venv's tools."""
     import os
+    import sys
+
+    path = os.pathsep.join(filter(None, [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_stage(root: Path, verb: str, *args: str, timeout: int = 600):
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", f"pipelines.{verb}", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", f"pipelines.{verb}", *args], cwd=root, env=stage_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -6,6 +6,7 @@ One tiny repository for the module; the tests run in file order and build on eac
 from __future__ import annotations
 
 import asyncio
+import gzip
 import importlib.util
 import json
 import shutil
@@ -262,3 +263,32 @@ def test_a_malformed_batch_is_rejected_and_changes_nothing(repo):
     assert not list(Path("data/batches/shop").glob("*garbled*")) and Path("dvc.lock").read_text() == lock_before
     assert alias_version(client(_tracking()), MODEL, CHAMPION) == champion
     assert retrain(str(bad), return_state=True).result()["status"] == "duplicate", "a rejected batch is not checked twice"
+
+
+def test_hostile_batches_are_rejected_in_one_line_recorded_and_leave_nothing_staged(repo, tmp_path):
+    small = yaml.safe_load(Path("params.yaml").read_text())
+    small["ingest"]["max_file_mb"] = 1
+    Path("params-small.yaml").write_text(yaml.safe_dump(small))
+    header = "customer_id,item_id,timestamp\n"
+    rows = "".join(f"c{n},i{n % 5},2024-02-0{n % 9 + 1} 10:00:00\n" for n in range(300))
+    incoming = Path("data/incoming/shop")
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:secret-first-line\n")
+    (incoming / "linked.csv").symlink_to(secret)
+    cases = {
+        "bomb.csv.gz": (gzip.compress(header.encode() + b"0" * (64 * 2**20)), "over the limit of 1 MiB"),
+        "stray.csv": ((header + rows).replace("c150,", '"c150,').encode(), "damaged: 1 of 300 records cannot be parsed"),
+        "future.csv": ((header + rows.replace("2024-02-01", "2099-02-01")).encode(), "later than the time of ingestion"),
+        "empty.csv": (b"", "the file is empty (0 bytes)"),
+        "linked.csv": (None, "it resolves to a file outside"),
+    }
+    for name, (content, reason) in cases.items():
+        if content is not None:
+            (incoming / name).write_bytes(content)
+        state = retrain(str(incoming / name), params_file="params-small.yaml", return_state=True)
+        assert state.is_failed() and reason in state.message and "\n" not in state.message, state.message
+        assert "secret" not in state.message and len(state.message) < 1200
+        assert not list(Path(".mapwise/staging").iterdir()), "no staged copy left behind"
+    ledger = {Path(e["origin"]).name: e for e in Ledger(Path("data/ledger.jsonl")).entries()}
+    assert all(ledger[name]["status"] == "rejected" for name in cases if name != "linked.csv")
+    assert all(len(json.dumps(e)) < 2000 for e in ledger.values())

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
+from mapwise.ingest import Limits
 from mapwise.mapping.spec import load_mapping
 from mapwise.privacy import pseudonym
 
@@ -76,7 +77,7 @@ def test_unseen_source_needs_only_a_yaml_file(tmp_path):
     )
     from mapwise.ingest import ingest
 
-    result = ingest(raw_dir, [load_mapping(mapping_file)], KEY)
+    result = ingest(raw_dir, [load_mapping(mapping_file)], KEY, Limits.of())
     assert_balanced(result)
     events = result.tables[c.EVENTS]
     assert events[c.EVENT_TYPE].to_list() == ["purchase", "view", "return"]
@@ -157,7 +158,7 @@ def test_demo_data_ingests_with_expected_counts():
 
     params = load_params(REPO / "params.yaml").ingest
     mappings = [load_mapping(REPO / params.mappings_dir / f"{s}.yaml") for s in params.sources]
-    result = ingest(REPO / params.raw_dir, mappings, KEY)
+    result = ingest(REPO / params.raw_dir, mappings, KEY, Limits.of())
     assert_balanced(result)
     sources = result.report["sources"]
     assert sources["online_retail"]["rows_read"] == 541_909

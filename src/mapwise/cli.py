@@ -22,10 +22,10 @@ from rich.table import Table
 from mapwise import columns as c
 from mapwise.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
-from mapwise.ingest import validate_rows
+from mapwise.ingest import Limits, validate_rows
 from mapwise.mapping.apply import map_file
 from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.mapping.readers import decompress, read_raw
+from mapwise.mapping.readers import load, read_raw
 from mapwise.mapping.spec import load_mapping
 from mapwise.params import load_params
 from mapwise.report import print_evaluate_report, print_ingest_report
@@ -72,22 +72,22 @@ def mapping_preview(
     mapping_file: Annotated[Path, typer.Argument(help="mapping YAML file")],
     data_file: Annotated[Path, typer.Argument(help="one raw file of that source")],
     rows: Annotated[int, typer.Option(help="rows to show per table")] = 5,
+    params_file: Annotated[Path, typer.Option("--params", help="params file (ingest limits; defaults without it)")] = Path(
+        "params.yaml"),
 ) -> None:
     """Apply a mapping to one file and show what each table would get and what it would reject.
 
     Pseudonyms use a throwaway key, so they differ from the pipeline's.
     """
     mapping = load_mapping(mapping_file)
-    try:
-        data = data_file.read_bytes()
-    except OSError as err:
-        raise MapwiseError(f"{data_file}: cannot read ({err.strerror})") from None
-    raw = read_raw(data_file, decompress(data_file, data, mapping.read.compression), mapping.read)
+    limits = Limits.of(load_params(params_file).ingest if params_file.exists() else None)
+    _, data = load(data_file, mapping.read.compression, limits.max_bytes)
+    raw = read_raw(data_file, data, mapping.read, limits.max_bytes)
     key = secrets.token_bytes(32)
     mapped = map_file(raw, mapping, path=data_file, label=data_file.name, file_id="preview", key=key)
     with pl.Config(tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40):
         for table, candidates in mapped.candidates.items():
-            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name)
+            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name, limits)
             bad = pl.concat([mapped.rejected[table], invalid])
             console.rule(f"{table}: {good.height:,} accepted, {bad.height:,} rejected of {raw.rows_read:,}")
             print(good.drop(LINE_COLUMN, FILE_COLUMN).head(rows))
@@ -283,9 +283,11 @@ def serve_command(
 ) -> None:
     """Serve real-time recommendations over HTTP (docs at /docs), following the champion alias."""
     import os
+    from functools import partial
 
     import uvicorn
 
+    from mapwise.http_limits import BoundedHttpToolsProtocol
     from mapwise.serve import MODEL_ENV, PARAMS_ENV, source_from
 
     params = load_params(params_file)
@@ -298,8 +300,11 @@ def serve_command(
         os.environ[MODEL_ENV] = model
     s = params.serve
     console.print(f"mapwise serving on http://{host or s.host}:{port or s.port} (docs: /docs)", highlight=False)
+    http = partial(BoundedHttpToolsProtocol, max_header_bytes=s.max_header_bytes,
+                   request_timeout=s.request_timeout_seconds)  # httptools, with read bounds
     uvicorn.run("mapwise.serve:app_from_env", factory=True, host=host or s.host, port=port or s.port,
-                workers=workers or s.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+                workers=workers or s.workers, loop="uvloop", http=http, ws="none", access_log=False,
+                log_level="warning")
 
 
 @app.command("score")

@@ -9,6 +9,7 @@ non-null value of each attribute winning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Literal
 
@@ -20,6 +21,7 @@ from mapwise import columns as c
 PSEUDONYM_LENGTH = 32  # hex characters of the keyed HMAC-SHA256 kept as customer id
 MAX_TEXT_LENGTH = 2048  # longest free-text value accepted (titles, categories, ids)
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
+NOT_BEFORE, NOT_AFTER = "not_before", "not_after"  # the checks bounding timestamps (ingest sets the bounds)
 
 
 def _text(*checks: pa.Check, nullable: bool = True, unique: bool = False) -> pa.Column:
@@ -36,8 +38,13 @@ def _pseudonym(nullable: bool = False, unique: bool = False) -> pa.Column:
     return pa.Column(pl.String, length, nullable=nullable, unique=unique)
 
 
+def _finite(data: pa.PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(pl.col(data.key).is_finite())
+
+
 def _num(dtype: pl.DataType, *checks: pa.Check, nullable: bool = True) -> pa.Column:
-    return pa.Column(dtype, list(checks), nullable=nullable)
+    finite = [pa.Check(_finite, name="finite", error="NaN or infinite")] if dtype.is_float() else []
+    return pa.Column(dtype, [*checks, *finite], nullable=nullable)
 
 
 def _flag(nullable: bool = True) -> pa.Column:
@@ -77,6 +84,18 @@ class Contract:
     def rows_schema(self) -> pa.DataFrameSchema:
         """The row-level checks alone: key uniqueness is checked on whole tables (see ingest)."""
         return self.schema.update_column(self.key, unique=False)
+
+    def rows_schema_within(self, earliest: datetime, latest: datetime) -> pa.DataFrameSchema:
+        """`rows_schema` with every timestamp in [earliest, latest]: nothing recorded before records began, or later."""
+        def not_before(data: pa.PolarsData) -> pl.LazyFrame:
+            return data.lazyframe.select(pl.col(data.key) >= earliest)
+
+        def not_after(data: pa.PolarsData) -> pl.LazyFrame:
+            return data.lazyframe.select(pl.col(data.key) <= latest)
+
+        bounded = {name: {"checks": [*col.checks, pa.Check(not_before, name=NOT_BEFORE), pa.Check(not_after, name=NOT_AFTER)]}
+                   for name, col in self.rows_schema.columns.items() if col.dtype.type == UTC_TIMESTAMP}
+        return self.rows_schema.update_columns(bounded)
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.dtypes)

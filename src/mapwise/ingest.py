@@ -6,21 +6,45 @@ was already read (same sha256) is skipped and reported, not counted twice.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandera.errors as pa_errors
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.contracts import CONTRACTS, QUARANTINE_SCHEMA, Contract
+from mapwise.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract
 from mapwise.errors import MapwiseError
 from mapwise.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
 from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.mapping.readers import decompress, preview_expr, read_raw
+from mapwise.mapping.readers import load, preview_expr, read_raw
 from mapwise.mapping.spec import Mapping
+from mapwise.params import IngestParams
 from mapwise.progress import steps
+
+
+FUTURE = "later than the time of ingestion + ingest.future_tolerance_days"
+PAST = "earlier than ingest.min_timestamp"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What ingest refuses: files over `max_bytes` once decompressed, links out of the folders read
+    (except into `trusted` ones), and timestamps outside [earliest, latest]."""
+
+    max_bytes: int
+    latest: datetime
+    trusted: tuple[Path, ...] = ()
+    earliest: datetime = datetime(1900, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def of(cls, p: IngestParams | None = None, now: datetime | None = None) -> Limits:
+        """The limits params set (their defaults without params), as of `now` (default: the present)."""
+        values = {name: getattr(p, name) if p else f.default for name, f in IngestParams.model_fields.items()
+                  if name in ("max_file_mb", "future_tolerance_days", "min_timestamp", "trusted_dirs")}
+        latest = (now or datetime.now(UTC)) + timedelta(days=values["future_tolerance_days"])
+        return cls(int(values["max_file_mb"] * 2**20), latest, tuple(values["trusted_dirs"]), values["min_timestamp"])
 
 
 @dataclass
@@ -33,19 +57,39 @@ class IngestResult:
 
 
 def batch_files(batches_dir: Path, source: str) -> list[Path]:
-    """A source's accepted batches: the data files in <batches_dir>/<source>/ (DVC's own files aside)."""
+    """A source's accepted batches: the data files in <batches_dir>/<source>/ that DVC finished tracking.
+
+    `dvc add` writes `<file>.dvc` last: a batch without one (a killed add) was never accepted.
+    """
     folder = batches_dir / source
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc"
+                  and (dvc := p.with_name(f"{p.name}.dvc")).is_file() and dvc.stat().st_size > 0)
 
 
-def find_files(raw_dir: Path, mapping: Mapping, batches_dir: Path | None = None) -> list[tuple[Path, str]]:
-    """The files a mapping reads with their report labels: raw_dir's matches, then accepted batches."""
+def inside(path: Path, folders: tuple[Path, ...] | list[Path]) -> bool:
+    """Whether `path`, links followed, is in one of `folders`."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
+
+
+def find_files(
+    raw_dir: Path, mapping: Mapping, batches_dir: Path | None = None, trusted: tuple[Path, ...] = ()
+) -> list[tuple[Path, str]]:
+    """The files a mapping reads with their report labels: raw_dir's matches, then accepted batches.
+
+    A match that resolves outside its folder (a link, or `..` in a pattern) is refused, unless into a `trusted` folder.
+    """
     found = sorted({p for pattern in mapping.read.patterns for p in raw_dir.glob(pattern) if p.is_file()})
     files = [(p, p.relative_to(raw_dir).as_posix()) for p in found]
     if batches_dir is not None:
         files += [(p, f"{batches_dir.name}/{mapping.name}/{p.name}") for p in batch_files(batches_dir, mapping.name)]
+    for path, _ in files:
+        folder = batches_dir if batches_dir is not None and path.is_relative_to(batches_dir) else raw_dir
+        if not inside(path, (folder, *trusted)):
+            raise MapwiseError(f"{path}: refused: it resolves to a file outside {folder} (a link, or '..' in a "
+                               f"pattern); copy the file into {folder} instead")
     if not files:
         patterns = ", ".join(mapping.read.patterns)
         raise MapwiseError(f"source '{mapping.name}': no file under {raw_dir} matches {patterns}")
@@ -94,10 +138,13 @@ def _deduplicate(
     return frame, pl.concat(rejected) if rejected else _empty_quarantine()
 
 
-def validate_rows(frame: pl.DataFrame, contract: Contract, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split candidate rows into those the contract's row checks accept and quarantine rows for the rest."""
+def validate_rows(
+    frame: pl.DataFrame, contract: Contract, source: str, limits: Limits
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split candidate rows into those the contract's row checks accept (times within the limits) and quarantine rows."""
+    schema = contract.rows_schema_within(limits.earliest, limits.latest)
     try:
-        contract.rows_schema.validate(frame.select(list(contract.dtypes)), lazy=True)
+        schema.validate(frame.select(list(contract.dtypes)), lazy=True)
         return frame, _empty_quarantine()
     except pa_errors.SchemaErrors as err:
         cases = err.failure_cases
@@ -106,8 +153,11 @@ def validate_rows(frame: pl.DataFrame, contract: Contract, source: str) -> tuple
     cases = cases.sort("index").unique("index", keep="first", maintain_order=True)
     index = cases["index"].cast(pl.Int64)
     check = cases["check"]
-    reason = pl.when(check == "not_nullable").then(pl.lit("missing value")).otherwise(
-        pl.concat_str([pl.lit("failed check "), check])
+    reason = (
+        pl.when(check == "not_nullable").then(pl.lit("missing value"))
+        .when(check == NOT_AFTER).then(pl.lit(FUTURE))
+        .when(check == NOT_BEFORE).then(pl.lit(PAST))
+        .otherwise(pl.concat_str([pl.lit("failed check "), check]))
     )
     value = pl.when(pl.col("column") == c.CUSTOMER_ID).then(pl.lit(REDACTED)).otherwise(
         preview_expr(pl.col("failure_case"))
@@ -154,25 +204,28 @@ def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
 
 
 def ingest_source(
-    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str]
+    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits
 ) -> tuple[dict, dict, dict]:
-    """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report."""
+    """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report.
+
+    The report counts, per file and in all, the records whose structure could not be parsed (`broken`),
+    and why (`broken_reasons`).
+    """
     files_report, candidates, rejected = [], {t: [] for t in mapping.tables}, {t: [] for t in mapping.tables}
-    rows_read = 0
+    rows_read, broken = 0, []
     for path, label in steps(files, f"ingest {mapping.name}"):
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
-        digest = hashlib.sha256(data).hexdigest()
+        digest, data = load(path, mapping.read.compression, limits.max_bytes)
         if digest in seen:
             files_report.append({"path": label, "sha256": digest, "status": f"skipped: same content as {seen[digest]}"})
             continue
         seen[digest] = label
-        raw = read_raw(path, decompress(path, data, mapping.read.compression), mapping.read)
+        raw = read_raw(path, data, mapping.read, limits.max_bytes)
+        del data
         mapped = map_file(raw, mapping, path=path, label=label, file_id=digest[:12], key=key)
         rows_read += raw.rows_read
-        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": raw.rows_read})
+        broken.append(raw.rejects)
+        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": raw.rows_read,
+                             "broken": raw.rejects.height})
         for table in mapping.tables:
             candidates[table].append(mapped.candidates[table])
             rejected[table].append(mapped.rejected[table])
@@ -186,7 +239,7 @@ def ingest_source(
             frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped)
             bad.append(dups)
         if candidates[table]:
-            frame, invalid = validate_rows(frame, contract, mapping.name)
+            frame, invalid = validate_rows(frame, contract, mapping.name, limits)
             bad.append(invalid)
         bad_rows = pl.concat(bad) if bad else _empty_quarantine()
         if frame.height + bad_rows.height != rows_read:
@@ -202,18 +255,23 @@ def ingest_source(
             "quarantined": bad_rows.height,
             "reasons": reasons,
         }
-    report = {"files": files_report, "rows_read": rows_read, "tables": tables_report}
+    unparsed = pl.concat(broken) if broken else _empty_quarantine()
+    report = {"files": files_report, "rows_read": rows_read, "broken": unparsed.height,
+              "broken_reasons": _reason_counts(unparsed), "tables": tables_report}
     return accepted, quarantined, report
 
 
-def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes, batches_dir: Path | None = None) -> IngestResult:
+def ingest(
+    raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None
+) -> IngestResult:
     """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts reject."""
     seen: dict[str, str] = {}
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
     bad_parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
     sources_report = {}
     for mapping in mappings:
-        accepted, quarantined, report = ingest_source(find_files(raw_dir, mapping, batches_dir), mapping, key, seen)
+        files = find_files(raw_dir, mapping, batches_dir, limits.trusted)
+        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits)
         sources_report[mapping.name] = report
         for table in accepted:
             parts[table].append(accepted[table])
@@ -235,4 +293,7 @@ def ingest(raw_dir: Path, mappings: list[Mapping], key: bytes, batches_dir: Path
             "accepted": sum(p.height for p in parts[name]),
             "quarantined": bad.height,
         }
-    return IngestResult(tables, quarantine, {"sources": sources_report, "tables": tables_report})
+    report = {"timestamps": [limits.earliest.isoformat(timespec="seconds"), limits.latest.isoformat(timespec="seconds")],
+              "sources": sources_report,
+              "tables": tables_report}
+    return IngestResult(tables, quarantine, report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +29,19 @@ class IngestParams(_Section):
     quarantine_dir: Path = Path("data/quarantine")
     report: Path = Path("reports/ingest.json")
     key_file: Path = Field(Path(".mapwise/hmac.key"), description="used when $MAPWISE_HMAC_KEY is unset")
+    max_file_mb: float = Field(2048, gt=0, description="largest raw file once decompressed, in MiB: a bound on memory "
+                                                         "and against decompression bombs")
+    future_tolerance_days: float = Field(1, ge=0, description="timestamps later than the time of ingestion plus this "
+                                                               "are quarantined")
+    min_timestamp: datetime = Field(datetime(1900, 1, 1, tzinfo=UTC), description="earlier timestamps are quarantined "
+                                    "(a zero or garbled epoch, a two-digit year read as year 0024)")
+    trusted_dirs: list[Path] = Field([Path(".dvc/cache")], description="folders besides raw_dir and batches_dir that "
+                                     "raw files may link into (DVC's cache, for cache.type symlink)")
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class ProfileParams(_Section):
@@ -187,7 +200,10 @@ class ServeParams(_Section):
     max_recent_items: int = Field(100, ge=1)
     max_list_items: int = Field(1000, ge=1, description="longest allow / deny / category list")
     max_body_bytes: int = Field(65536, ge=1024)
-    cache_dir: Path = Path(".mapwise/serving")
+    max_header_bytes: int = Field(16384, ge=1024, description="request line and headers; over it: 431, connection closed")
+    request_timeout_seconds: float = Field(10, gt=0, description="to receive a whole request (headers and body) from "
+                                           "the connection or its first byte; over it: 408, connection closed")
+    cache_dir: Path = Field(Path(".mapwise/serving"), description="downloaded versions, shared by the workers")
 
 
 class ScoreParams(_Section):
@@ -204,7 +220,14 @@ class OrchestrateParams(_Section):
     incoming: str = Field("data/incoming", description="drop folder <incoming>/<source>/<file>, or an fsspec URL such as s3://bucket/prefix")
     quarantine_dir: Path = Field(Path("data/rejected"), description="rejected batches, each with <file>.reason.json")
     ledger: Path = Field(Path("data/ledger.jsonl"), description="content hash of every batch seen, and what became of it")
-    max_bad_share: float = Field(0.05, ge=0, le=1, description="a batch with a larger share of quarantined rows in any table is rejected whole")
+    max_bad_share: float = Field(0.05, ge=0, le=1, description="a batch with a larger share of rows quarantined for a "
+                                 "counted reason, in any table, is rejected whole")
+    uncounted_reasons: list[str] = Field(["excluded by filter", "customer_id: missing value"], description=(
+        "quarantine reasons ('column: reason', matched from the start) that are by design, not damage, and do not "
+        "count against max_bad_share: a mapping's filter, records without a customer (guest checkouts)"))
+    max_broken_lines: int = Field(0, ge=0, description="records whose structure cannot be parsed (a quote never "
+                                  "closed, a wrong number of fields, bytes invalid in the encoding, malformed JSON) "
+                                  "a batch may hold; more and it is rejected whole as damaged")
     poll_seconds: float = Field(5, gt=0, description="how often `mapwise watch` lists the drop folder")
     schedule: str | None = Field("0 3 * * 1", description="cron of the scheduled retrain; null = none")
     timezone: str = "UTC"

@@ -13,9 +13,9 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.contracts import CONTRACTS
-from mapwise.errors import MapwiseError
+from mapwise.errors import MapwiseError, one_line, preview
 from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
-from mapwise.mapping.readers import RawTable, preview_expr
+from mapwise.mapping.readers import DUPLICATE, RawTable, preview_expr
 from mapwise.mapping.spec import Mapping, TimestampSpec
 from mapwise.privacy import pseudonymise
 
@@ -25,6 +25,7 @@ _VAL = "__val__"  # prefix of the canonical values before the contract's cast
 IDENTITY_COLUMN = "__identity__"
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
+_SPACE = " \t"
 QUARANTINE_COLUMNS = [c.SOURCE, c.Q_FILE, c.Q_LINE, c.Q_COLUMN, c.Q_REASON, c.Q_VALUE]
 
 
@@ -79,20 +80,38 @@ def _needed_columns(mapping: Mapping) -> list[str]:
 
 
 def _check_header(frame: pl.DataFrame, mapping: Mapping, path: Path) -> None:
-    missing_renames = [src for src in mapping.rename if src not in frame.columns]
+    """Every column the mapping reads is in the file, once; the error shows the header only when it is one."""
     names = set(frame.columns) - set(mapping.rename) | set(mapping.rename.values())
-    missing = missing_renames or [col for col in _needed_columns(mapping) if col not in names]
+    needed = [*mapping.rename, *(col for col in _needed_columns(mapping) if col not in mapping.rename.values())]
+    repeated = [col for col in needed if f"{col}{DUPLICATE}0" in frame.columns]
+    if repeated:
+        shown = ", ".join(repr(preview(col, 40)) for col in repeated)
+        raise MapwiseError(f"{path}: column(s) {shown} appear more than once in the header: which one is meant is ambiguous")
+    missing = [col for col in mapping.rename if col not in frame.columns]
+    missing = missing or [col for col in _needed_columns(mapping) if col not in names]
     if not missing:
         return
     found = [col for col in frame.columns if col != LINE_COLUMN]
-    hint = ""
-    if len(found) == 1 and any(sep in found[0] for sep in ";\t|,"):
-        hint = "; is the delimiter right?"
-    shown = ", ".join(f"'{col}'" for col in found[:12]) + (" ..." if len(found) > 12 else "")
-    raise MapwiseError(
-        f"{path}: column(s) {', '.join(repr(m) for m in missing)} needed by mapping "
-        f"'{mapping.name}' not in the file (found {shown or 'no columns'}){hint}"
-    )
+    wanted = ", ".join(repr(preview(m, 40)) for m in missing)
+    if any("\x00" in col for col in found):
+        hint = "the header holds NUL bytes: is the file UTF-16 (read.encoding: utf-16)?"
+    elif len(found) == 1 and any(sep in found[0] for sep in ";\t|,"):
+        hint = f"found a single column: is the delimiter {mapping.read.separator!r} right?"
+    elif not set(found) & set(needed):  # no name in common: this first line is data, not a header; never echo it
+        hint = f"found {len(found)} columns, none of them one the mapping reads; is the header line missing (read.header)?"
+    else:
+        hint = "found " + ", ".join(repr(preview(col, 40)) for col in found[:12]) + (" ..." if len(found) > 12 else "")
+    raise MapwiseError(f"{path}: column(s) {wanted} needed by mapping '{mapping.name}' not in the file ({hint})")
+
+
+def _trimmed(frame: pl.DataFrame, mapping: Mapping, needed: list[str]) -> pl.DataFrame:
+    """Header names and the text values the mapping reads without surrounding spaces; null_values apply after."""
+    names = set(frame.columns)
+    frame = frame.rename({n: n.strip(_SPACE) for n in frame.columns if n != n.strip(_SPACE) and n.strip(_SPACE) not in names})
+    text = [col for col in needed if frame.schema.get(col) == pl.String]
+    nulls = mapping.read.null_values
+    stripped = {col: pl.col(col).str.strip_chars(_SPACE) for col in text}
+    return frame.with_columns(pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(col) for col, v in stripped.items())
 
 
 def _parse(frame: pl.DataFrame, mapping: Mapping) -> tuple[pl.DataFrame, set[str]]:
@@ -128,6 +147,42 @@ def _parse(frame: pl.DataFrame, mapping: Mapping) -> tuple[pl.DataFrame, set[str
         record(col, failed, reason)
     frame = frame.with_columns(*parsed, *[err.alias(_ERR + col) for col, err in errors.items()])
     return frame, set(errors)
+
+
+def check_types(mapping: Mapping, origin: str) -> None:
+    """Evaluate every expression, in ingest's order, on an empty frame typed as ingest types it.
+
+    Every format but parquet reads text, so a type error found here (`abs(x)` of an uncast column)
+    would fail every file; a parquet file's own types are known only once it is read.
+    """
+    if mapping.read.format == "parquet":
+        return
+    read = dict.fromkeys(_needed_columns(mapping), pl.String)
+    frame = pl.DataFrame(schema={**read, LINE_COLUMN: pl.Int64, FILE_COLUMN: pl.String})
+    try:
+        frame, _ = _parse(frame, mapping)
+    except (pl.exceptions.PolarsError, TypeError):
+        return  # value maps, casts or timestamps that cannot be applied: ingest names them
+
+    def evaluate(where: str, text: str) -> pl.Series:
+        try:
+            values = frame.select(compile_expression(text).expr).to_series()
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
+            problem = one_line(str(err).strip().split("\n")[0], 160)
+            raise MapwiseError(f"{origin}: {where}: '{one_line(text)}' cannot be evaluated: {problem}") from None
+        if where.endswith(".filter") and values.dtype not in (pl.Boolean, pl.Null):
+            raise MapwiseError(f"{origin}: {where}: '{one_line(text)}' gives {values.dtype}, not true or false")
+        return values
+
+    if mapping.identity:  # the columns it reads become pseudonyms, which are text
+        evaluate("identity", mapping.identity)
+        private = compile_expression(mapping.identity).columns
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(col) for col in private)
+    for name, text in mapping.derive.items():
+        frame = frame.with_columns(evaluate(f"derive.{name}", text).alias(name))
+    for where, text in mapping.expressions():
+        if where.startswith("tables."):
+            evaluate(where, text)
 
 
 def _pseudonymise_identity(frame: pl.DataFrame, identity: str, key: bytes) -> pl.DataFrame:
@@ -176,18 +231,25 @@ def map_file(raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id
     `path` names the file in errors; `label` names it in the quarantine and in generated ids.
     """
     needed = _needed_columns(mapping)
-    if raw.frame.width == 1 and raw.frame.height == 0:  # empty file: no header, no rows
+    frame = raw.frame
+    if frame.width == 1 and frame.height == 0:  # no record parsed at all (e.g. every JSON line broken)
         frame = pl.DataFrame(schema={**{col: pl.String for col in needed}, LINE_COLUMN: pl.Int64})
     else:
-        _check_header(raw.frame, mapping, path)
-        frame = raw.frame.rename(mapping.rename)
+        if mapping.read.trim:
+            frame = _trimmed(frame, mapping, [*mapping.rename, *needed])
+        _check_header(frame, mapping, path)
+        frame = frame.rename(mapping.rename)
+    private = _private(mapping)
+    as_read = [*private, *(src for src, dst in mapping.rename.items() if dst in private)]  # names in the file
     rejected_base = raw.rejects.with_columns(
-        pl.lit(mapping.name).alias(c.SOURCE), pl.lit(label).alias(c.Q_FILE)
+        pl.lit(mapping.name).alias(c.SOURCE),
+        pl.lit(label).alias(c.Q_FILE),
+        pl.when(pl.col(c.Q_COLUMN).is_in(as_read)).then(pl.lit(REDACTED)).otherwise(pl.col(c.Q_VALUE)).alias(c.Q_VALUE),
     ).select(QUARANTINE_COLUMNS)
     try:
         frame = frame.with_columns(
             pl.lit(label, pl.String).alias(FILE_COLUMN),
-            *[pl.col(col).alias(f"__raw__{col}") for col in needed if col not in _private(mapping)],
+            *[pl.col(col).alias(f"__raw__{col}") for col in needed if col not in private],
         )
         frame, failing = _parse(frame, mapping)
         if mapping.identity:

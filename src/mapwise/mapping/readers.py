@@ -1,8 +1,10 @@
 """Read one raw file into columns (text, or parquet's own types) with the line each row came from, never losing a row.
 
-Every data row of the file ends up either in `frame` or in `rejects` (with the reason it could
-not be parsed: wrong number of fields, invalid bytes for the encoding, malformed JSON). A file
-that cannot be read at all (corrupt compression, no header) raises MapwiseError.
+Every data record of the file ends up either in `frame` or in `rejects` (with the reason it could
+not be parsed: wrong number of fields, a quote never closed, invalid bytes for the encoding,
+malformed JSON). A damaged record costs only itself: reading resumes at the next line. Blank
+lines are not records. A file that cannot be read at all (empty, corrupt compression, larger
+than allowed once decompressed, no header) raises MapwiseError.
 
 Clean delimited files take a fast path (polars' parser, checked for row structure afterwards);
 anything irregular takes an exact, slower path through Python's csv module.
@@ -12,31 +14,55 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gc
 import gzip
+import hashlib
 import io
 import json
 import lzma
+import re
 import sys
 import threading
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from mapwise import columns as c
-from mapwise.errors import MapwiseError
+from mapwise.errors import MapwiseError, preview
 from mapwise.mapping.expressions import LINE_COLUMN
 from mapwise.mapping.spec import ReadSpec
 
-_DECOMPRESS = {"gzip": gzip.decompress, "bz2": bz2.decompress, "xz": lzma.decompress}
+_OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
+_CHUNK = 1 << 20
 _REJECT_SCHEMA = {c.Q_LINE: pl.Int64, c.Q_COLUMN: pl.String, c.Q_REASON: pl.String, c.Q_VALUE: pl.String}
 _PREVIEW = 80  # characters of an offending value kept in the quarantine
+_BOM = b"\xef\xbb\xbf"
+_FIRST_BLANK = re.compile(rb"[ \t]*\r?(?:\n|\Z)")
+_BLANK = re.compile(rb"\n[ \t]*\r?(?:\n|\Z)")
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\n|\r|\Z)")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes invalid in the encoding, kept by surrogateescape
+MAX_RECORD_LINES = 1000  # a quoted field may span lines; one still open after this many was never closed
+DUPLICATE = "_duplicated_"  # polars' suffix for a repeated header name: `qty`, `qty_duplicated_0`
+
+# Reasons of records whose structure cannot be parsed at all: the file is damaged there.
+UNTERMINATED = "unterminated quoted field: a stray quote, or a file cut short"
+INVALID_BYTES = "invalid bytes for the encoding"
+NOT_AN_OBJECT = "a JSON lines record must be an object"
+INVALID_JSON = "invalid JSON"
+
+
+def field_count(expected: int, found: int) -> str:
+    return f"expected {expected} fields, found {found}"
 
 
 @dataclass(frozen=True)
 class RawTable:
-    """The parsed rows of one file (text columns plus LINE_COLUMN) and the rows that failed parsing."""
+    """The parsed rows of one file (text columns plus LINE_COLUMN) and the records that failed parsing."""
 
     frame: pl.DataFrame
     rejects: pl.DataFrame
@@ -46,14 +72,18 @@ class RawTable:
         return self.frame.height + self.rejects.height
 
 
-def preview(value: str) -> str:
-    """A short, printable excerpt of an offending value."""
-    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text if len(text) <= _PREVIEW else f"{text[:_PREVIEW]}... ({len(text)} chars)"
+def _printable(text: str) -> str:
+    """Text with bytes that were invalid in the encoding shown escaped (`\\xe9`)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def preview_value(value: str) -> str:
+    """A short, printable excerpt of an offending value (undecodable bytes shown escaped)."""
+    return preview(_printable(value), _PREVIEW)
 
 
 def preview_expr(value: pl.Expr) -> pl.Expr:
-    """`preview` for a column of text."""
+    """`preview_value` for a column of text."""
     length = value.str.len_chars()
     short = pl.concat_str([value.str.slice(0, _PREVIEW), pl.lit("... ("), length.cast(pl.String), pl.lit(" chars)")])
     return pl.when(length > _PREVIEW).then(short).otherwise(value)
@@ -63,27 +93,56 @@ def _rejects(rows: list[tuple[int, str | None, str, str | None]]) -> pl.DataFram
     return pl.DataFrame(rows, schema=_REJECT_SCHEMA, orient="row")
 
 
-def decompress(path: Path, data: bytes, compression: str) -> bytes:
-    """The file's bytes, decompressed as the mapping (or the file name, for 'auto') says."""
-    kind = _SUFFIX.get(path.suffix.lower(), "none") if compression == "auto" else compression
-    if kind == "none":
-        return data
+def compression_of(path: Path, compression: str) -> str:
+    """The compression a mapping declares, or the file name implies for 'auto'."""
+    return _SUFFIX.get(path.suffix.lower(), "none") if compression == "auto" else compression
+
+
+def load(path: Path, compression: str, max_bytes: int) -> tuple[str, bytes]:
+    """(sha256 of the file as stored, its content decompressed), refusing content over `max_bytes`.
+
+    Compressed files are decompressed as a stream and abandoned as soon as they pass the bound, so a
+    small file that expands enormously costs at most `max_bytes` of memory.
+    """
+    limit = f"{max_bytes / 2**20:,.0f} MiB (ingest.max_file_mb)"
     try:
-        return _DECOMPRESS[kind](data)
-    except (OSError, EOFError, lzma.LZMAError, ValueError) as err:
-        raise MapwiseError(f"{path}: cannot decompress as {kind} (truncated or corrupt: {err})") from None
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise MapwiseError(f"{path}: {size / 2**20:,.0f} MiB, over the limit of {limit}")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    kind = compression_of(path, compression)
+    if kind == "none":
+        return digest, raw
+    chunks, total = [], 0
+    try:
+        with _OPENERS[kind](io.BytesIO(raw)) as stream:
+            while chunk := stream.read(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise MapwiseError(f"{path}: over the limit of {limit} once decompressed ({kind}); "
+                                       f"raise the limit or split the file")
+                chunks.append(chunk)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as err:
+        raise MapwiseError(f"{path}: cannot decompress as {kind} (truncated or corrupt: {preview(str(err))})") from None
+    return digest, b"".join(chunks)
 
 
-def read_raw(path: Path, data: bytes, spec: ReadSpec) -> RawTable:
-    """Parse decompressed bytes as the mapping's read section says."""
+def read_raw(path: Path, data: bytes, spec: ReadSpec, max_bytes: int) -> RawTable:
+    """Parse decompressed bytes as the mapping's read section says (parquet: at most `max_bytes` once unpacked)."""
+    if not data.strip():
+        what = "empty (0 bytes)" if not data else "blank (only whitespace)"
+        raise MapwiseError(f"{path}: the file is {what}: nothing to read, not even a header; "
+                           f"a source's file must hold at least its header line")
     if spec.format == "parquet":
-        return _read_parquet(path, data)
+        return _read_parquet(path, data, max_bytes)
     if spec.encoding != "utf-8":
         data = data.decode(spec.encoding, "surrogateescape").encode("utf-8", "surrogateescape")
+    data = data.removeprefix(_BOM)
     if spec.format == "jsonl":
         return _read_jsonl(data)
-    if not data.strip():
-        return RawTable(pl.DataFrame({LINE_COLUMN: []}, schema={LINE_COLUMN: pl.Int64}), _rejects([]))
     if spec.format != "whitespace":
         fast = _read_fast(data, spec)
         if fast is not None:
@@ -95,8 +154,16 @@ def _header_lines(spec: ReadSpec) -> int:
     return spec.skip_rows + (1 if spec.header else 0)
 
 
+def _has_blank_line(data: bytes) -> bool:
+    """A line that is empty or only spaces (a final line break does not make one)."""
+    body = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    return bool(_FIRST_BLANK.match(body) or _BLANK.search(body))
+
+
 def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
-    """polars' parser, or None when the file needs the exact path (ragged, bad bytes, multi-line)."""
+    """polars' parser, or None when the file needs the exact path (ragged, blank lines, bad bytes, multi-line)."""
+    if data.count(b"\r") != data.count(b"\r\n") or _has_blank_line(data):
+        return None  # lone carriage returns end lines for Python's csv, not for polars; blank lines become rows
     sep = spec.separator.encode()
     header = _header_lines(spec)
     counts: dict[str, int] = {}
@@ -122,11 +189,11 @@ def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
             null_values=spec.null_values,
             raise_if_empty=False,
         )
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError):
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.ShapeError):
         return None
     finally:
         counter.join()
-    if frame.height + header != counts["lines"]:  # blank or multi-line records: line numbers would drift
+    if frame.height + header != counts["lines"]:  # multi-line records: line numbers would drift
         return None
     expected = frame.width - 1
     if not spec.quote or spec.quote.encode() not in data:
@@ -150,12 +217,12 @@ def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int
         raise_if_empty=False,
     )["l"]
     counts = lines.str.count_matches(spec.separator, literal=True)
-    odd = lines.filter(counts != expected)
+    odd = lines.filter((counts != expected).fill_null(True))
     for text in odd.to_list():
         if text is None or spec.quote not in text:
             return False
         fields = next(csv.reader([text], delimiter=spec.separator, quotechar=spec.quote), [])
-        if len(fields) != expected + 1:
+        if len(fields) != expected + 1 or text.count(spec.quote) % 2:
             return False
     return True
 
@@ -165,93 +232,144 @@ def _fast_table(frame: pl.DataFrame, header: int) -> RawTable:
     return RawTable(frame.with_columns(line.alias(LINE_COLUMN)), _rejects([]))
 
 
+def _unique_names(names: list[str]) -> list[str]:
+    """Header names with repeats renamed as polars does (`qty`, `qty_duplicated_0`)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            out.append(f"{name}{DUPLICATE}{seen[name]}")
+            seen[name] += 1
+        else:
+            out.append(name)
+            seen[name] = 0
+    return out
+
+
 def _read_exact(path: Path, data: bytes, spec: ReadSpec) -> RawTable:
     """Record by record, with the exact line each starts on; irregular records become rejects."""
     csv.field_size_limit(sys.maxsize)
     text = data.decode("utf-8", "surrogateescape")
-    stream = io.StringIO(text, newline="")
-    for _ in range(spec.skip_rows):
-        stream.readline()
-    if spec.format == "whitespace":
-        reader = _whitespace_records(stream, spec.skip_rows)
-    else:
-        reader = _csv_records(stream, spec, spec.skip_rows)
-    names = spec.names
+    lines = _LINES.findall(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the empty match at the very end
+    names, start = spec.names, spec.skip_rows
     if spec.header:
-        first = next(reader, None)
-        if first is None:
-            raise MapwiseError(f"{path}: no header line")
-        names = first[1]
+        first = next(_records(lines, spec, start, None), None)
+        if first is None or first[1] is None:
+            raise MapwiseError(f"{path}: no header line" if first is None else f"{path}: the header line is malformed")
+        names, start = _unique_names([_printable(name) for name in first[1]]), first[2]
     assert names is not None
     width = len(names)
-    rows: list[list[str | None]] = []
+    undecodable = _UNDECODABLE.search(text) is not None
+    rows: list[list[str]] = []
     line_numbers: list[int] = []
     rejects: list[tuple[int, str | None, str, str | None]] = []
-    nulls = set(spec.null_values)
-    for line, fields in reader:
-        if fields is None:
-            rejects.append((line, None, "unterminated quoted field (the file may be truncated)", None))
-            continue
-        if not fields:
-            continue  # a blank line is not a record
-        if len(fields) != width:
-            reason = f"expected {width} fields, found {len(fields)}"
-            rejects.append((line, None, reason, preview(spec.separator.join(fields))))
-            continue
-        bad = next((i for i, f in enumerate(fields) if not f.isascii() and _has_bad_bytes(f)), None)
-        if bad is not None:
-            reason = "invalid bytes for the encoding"
-            rejects.append((line, names[bad], reason, preview(fields[bad])))
-            continue
-        rows.append([None if f in nulls else f for f in fields])
-        line_numbers.append(line)
-    frame = pl.DataFrame(
-        {name: [r[i] for r in rows] for i, name in enumerate(names)},
-        schema={name: pl.String for name in names},
-    ).with_columns(pl.Series(LINE_COLUMN, line_numbers, dtype=pl.Int64))
+    gc.disable()  # hundreds of thousands of small lists: the cyclic collector would rescan them all, again and again
+    try:
+        for line, fields, _ in _records(lines, spec, start, width):
+            if fields is None:
+                rejects.append((line, None, UNTERMINATED, None))
+            elif len(fields) != width:
+                rejects.append((line, None, field_count(width, len(fields)), None))  # never the line: it may hold ids
+            elif undecodable and (bad := next((i for i, f in enumerate(fields) if _UNDECODABLE.search(f)), None)) is not None:
+                rejects.append((line, names[bad], INVALID_BYTES, preview_value(fields[bad])))
+            else:
+                rows.append(fields)
+                line_numbers.append(line)
+        columns = {name: [r[i] for r in rows] for i, name in enumerate(names)}
+    finally:
+        gc.enable()
+    del rows
+    nulls = spec.null_values
+    frame = pl.DataFrame(columns, schema={name: pl.String for name in names}).with_columns(
+        *(pl.when(pl.col(name).is_in(nulls)).then(None).otherwise(pl.col(name)).alias(name) for name in names),
+        pl.Series(LINE_COLUMN, line_numbers, dtype=pl.Int64),
+    )
     return RawTable(frame, _rejects(rejects))
 
 
-def _has_bad_bytes(field: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in field)
+def _blank(line: str) -> bool:
+    return not line.strip(" \t\r\n")
 
 
-def _csv_records(stream: io.StringIO, spec: ReadSpec, offset: int):
-    """(first line number, fields) per record; fields None for an unterminated quote at the end."""
-    reader = csv.reader(stream, delimiter=spec.separator, quotechar=spec.quote or None, strict=True,
-                        quoting=csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE)
-    start = offset + 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error:
-            yield start, None
-            return
-        yield start, fields
-        start = offset + reader.line_num + 1
+def _records(lines: list[str], spec: ReadSpec, i: int, width: int | None) -> Iterator[tuple[int, list[str] | None, int]]:
+    """(line number, fields, index of the next line) per record from line index `i` on; blank lines are skipped.
+
+    Fields are None for a quoted field never closed: that costs its first line only, and reading
+    resumes on the next one. A record that runs over several lines but then has the wrong number
+    of fields is taken for a stray quote in the same way.
+    """
+    sep, quote, n = spec.separator, spec.quote, len(lines)
+    while i < n:
+        line = lines[i]
+        if _blank(line):
+            i += 1
+        elif spec.format == "whitespace":
+            i += 1
+            yield i, line.split(), i
+        elif not quote or quote not in line:
+            i += 1
+            yield i, line.rstrip("\r\n").split(sep), i
+        elif (fields := _parse(line, spec)) is not None:
+            i += 1
+            yield i, fields, i
+        else:
+            end = _closing(lines, i, spec, width)
+            if end is None:
+                i += 1
+                yield i, None, i
+            else:
+                yield i + 1, _parse("".join(lines[i:end]), spec, strict=True), end
+                i = end
 
 
-def _whitespace_records(stream: io.StringIO, offset: int):
-    for number, line in enumerate(stream, start=offset + 1):
-        yield number, line.split()
+def _closing(lines: list[str], i: int, spec: ReadSpec, width: int | None) -> int | None:
+    """Where the record whose quoted field opens on line `i` ends (exclusive), if it closes into one
+    record of `width` fields within MAX_RECORD_LINES lines."""
+    balance, end = lines[i].count(spec.quote), i + 1
+    while end < len(lines) and end - i < MAX_RECORD_LINES:
+        balance += lines[end].count(spec.quote)
+        end += 1
+        if balance % 2 == 0 and (fields := _parse("".join(lines[i:end]), spec, strict=True)) is not None:
+            return end if width is None or len(fields) == width else None
+    return None
+
+
+def _parse(text: str, spec: ReadSpec, *, strict: bool = False) -> list[str] | None:
+    """The fields of `text` when it is one whole record; None while a quoted field is still open at its end.
+
+    Lenient by default (`"a" b` reads as `a b`); `strict` refuses such a record (None), which keeps a
+    stray quote from joining lines into one record by accident.
+    """
+    options = {"delimiter": spec.separator, "quotechar": spec.quote or None,
+               "quoting": csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE}
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True, **options))
+    except csv.Error as err:
+        if strict or "unexpected end of data" in str(err):
+            return None
+        records = list(csv.reader(io.StringIO(text, newline=""), **options))
+    return records[0] if len(records) == 1 else None
 
 
 def _read_jsonl(data: bytes) -> RawTable:
     records: list[dict[str, str | None]] = []
     line_numbers: list[int] = []
     rejects: list[tuple[int, str | None, str, str | None]] = []
-    for number, line in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), start=1):
-        if not line.strip():
+    for number, line in enumerate(data.decode("utf-8", "surrogateescape").split("\n"), start=1):
+        if _blank(line):
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            rejects.append((number, None, f"invalid JSON: {err.msg}", preview(line)))
+            rejects.append((number, None, f"{INVALID_JSON}: {err.msg}", None))
+            continue
+        except (RecursionError, ValueError):
+            rejects.append((number, None, f"{INVALID_JSON}: nested too deep or malformed", None))
             continue
         if not isinstance(record, dict):
-            rejects.append((number, None, "a JSON lines record must be an object", preview(line)))
+            rejects.append((number, None, NOT_AN_OBJECT, None))
             continue
         records.append({k: _json_text(v) for k, v in record.items()})
         line_numbers.append(number)
@@ -268,10 +386,17 @@ def _json_text(value: object) -> str | None:
     return json.dumps(value)
 
 
-def _read_parquet(path: Path, data: bytes) -> RawTable:
+def _read_parquet(path: Path, data: bytes, max_bytes: int) -> RawTable:
     try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if unpacked > max_bytes:
+            raise MapwiseError(f"{path}: {unpacked / 2**20:,.0f} MiB once unpacked, over the limit of "
+                               f"{max_bytes / 2**20:,.0f} MiB (ingest.max_file_mb)")
         frame = pl.read_parquet(data)
-    except Exception as err:  # polars raises several kinds for a corrupt file
-        raise MapwiseError(f"{path}: cannot read as parquet ({str(err).splitlines()[0]})") from None
+    except MapwiseError:
+        raise
+    except Exception as err:  # pyarrow and polars raise several kinds for a corrupt file
+        raise MapwiseError(f"{path}: cannot read as parquet ({preview(str(err).splitlines()[0])})") from None
     line = pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(LINE_COLUMN)
     return RawTable(frame.with_columns(line), _rejects([]))

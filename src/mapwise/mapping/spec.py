@@ -41,6 +41,8 @@ class ReadSpec(_Strict):
     names: list[str] | None = Field(None, description="column names when header is false")
     skip_rows: int = Field(0, ge=0, description="lines to skip before the header")
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NULL", "null"])
+    trim: bool = Field(True, description="strip spaces and tabs around header names and text values before "
+                                         "casts and null_values (false keeps them)")
 
     @property
     def patterns(self) -> list[str]:
@@ -71,6 +73,8 @@ class ReadSpec(_Strict):
     def _names_without_header(self) -> ReadSpec:
         if not self.header and not self.names and self.format not in ("parquet", "jsonl"):
             raise ValueError("header: false needs names: [...]")
+        if self.names and len(set(self.names)) != len(self.names):
+            raise ValueError("names: each column is named once")
         return self
 
 
@@ -113,6 +117,15 @@ class Mapping(_Strict):
     )
     derive: dict[str, str] = Field(default_factory=dict)
     tables: dict[str, TableSpec]
+
+    @field_validator("value_maps")
+    @classmethod
+    def _one_type_per_map(cls, maps: dict[str, dict[str, Scalar]]) -> dict[str, dict[str, Scalar]]:
+        for column, table in maps.items():
+            kinds = sorted({"number" if type(v) in (int, float) else type(v).__name__ for v in table.values() if v is not None})
+            if len(kinds) > 1:
+                raise ValueError(f"{column}: values of one map must share a type (and may be null), found {', '.join(kinds)}")
+        return maps
 
     @field_validator("tables")
     @classmethod
@@ -164,6 +177,9 @@ def parse_mapping(data: object, origin: str) -> Mapping:
             compile_expression(text)
         except ExpressionError as err:
             raise MapwiseError(f"{origin}: {where}: {err}") from None
+    from mapwise.mapping.apply import check_types  # apply builds on this module: imported when needed
+
+    check_types(mapping, origin)
     return mapping
 
 
