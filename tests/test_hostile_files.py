@@ -261,6 +261,9 @@ def test_echoed_content_stays_a_preview(raw_dir):
         assert len(str(refused.value)) <= MAX_MESSAGE
     result = ingest_file(raw_dir, ("\n".join([ORDERS_HEADER, row(1, title=huge, qty=huge)]) + "\n").encode())
     assert max(len(v) for v in result.quarantine[c.EVENTS][c.Q_VALUE].to_list()) < 200
+    content = f"{ORDERS_HEADER},{huge}\n{row(1)},caf\udce9\n".encode("utf-8", "surrogateescape")
+    result = ingest_file(raw_dir, content)  # bytes invalid in the encoding, in a column with a huge name
+    assert result.quarantine[c.EVENTS][c.Q_COLUMN].str.len_chars().max() < 200 and len(json.dumps(result.report)) < 5000
     assert MapwiseError("x" * 10**7).args[0].endswith("... (10000000 chars)")
 
 

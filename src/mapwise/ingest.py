@@ -149,7 +149,9 @@ def validate_rows(
     except pa_errors.SchemaErrors as err:
         cases = err.failure_cases
     if cases["index"].null_count():
-        raise MapwiseError(f"{contract.name}: rows from '{source}' break the contract as a whole:\n{cases}")
+        whole = cases.filter(pl.col("index").is_null()).select(pl.concat_str("column", pl.lit(": "), "check")).to_series()
+        raise MapwiseError(f"{contract.name}: rows from '{source}' break the contract as a whole: "
+                           f"{'; '.join(dict.fromkeys(whole.to_list()))}")
     cases = cases.sort("index").unique("index", keep="first", maintain_order=True)
     index = cases["index"].cast(pl.Int64)
     check = cases["check"]

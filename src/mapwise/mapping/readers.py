@@ -273,7 +273,7 @@ def _read_exact(path: Path, data: bytes, spec: ReadSpec) -> RawTable:
             elif len(fields) != width:
                 rejects.append((line, None, field_count(width, len(fields)), None))  # never the line: it may hold ids
             elif undecodable and (bad := next((i for i, f in enumerate(fields) if _UNDECODABLE.search(f)), None)) is not None:
-                rejects.append((line, names[bad], INVALID_BYTES, preview_value(fields[bad])))
+                rejects.append((line, preview(names[bad]), INVALID_BYTES, preview_value(fields[bad])))
             else:
                 rows.append(fields)
                 line_numbers.append(line)
