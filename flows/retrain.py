@@ -30,10 +30,10 @@ STAGING = Path(".mapwise/staging")
 
 
 @task(name="check", task_run_name="check", log_prints=True)
-def check_batch(batch: Batch, params: Params):
-    """The batch alone through its source's mapping and the contracts."""
+def check_batch(batch: Batch, params: Params, limits: Limits):
+    """The batch alone through its source's mapping and the contracts, by ingest's limits."""
     mapping = load_mapping(params.ingest.mappings_dir / f"{batch.source}.yaml")
-    result = check(batch, mapping, load_key(params.ingest.key_file), Limits.of(params.ingest), params.orchestrate)
+    result = check(batch, mapping, load_key(params.ingest.key_file), limits, params.orchestrate)
     print(result.reason)
     return result
 
@@ -74,7 +74,8 @@ def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dic
     p = params.orchestrate
     ledger = Ledger(p.ledger)
     with one_at_a_time(root):
-        batch = stage(path, STAGING, params.ingest.sources, p.incoming, source, Limits.of(params.ingest).max_bytes)
+        limits = Limits.of(params.ingest)
+        batch = stage(path, STAGING, params.ingest.sources, p.incoming, source, limits.max_bytes)
         seen = ledger.find(batch.sha256)
         if seen:
             batch.path.unlink()
@@ -82,7 +83,7 @@ def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dic
             return {"status": "duplicate", "of": seen}
         entry = {"sha256": batch.sha256, "origin": path, "source": batch.source, "flow_run_id": flow_run.get_id()}
         try:
-            result = check_batch(batch, params)
+            result = check_batch(batch, params, limits)
             if not result.ok:
                 stored = reject(batch, p.quarantine_dir, result)
                 ledger.record(**entry, status="rejected", stored=str(stored), reason=result.reason)

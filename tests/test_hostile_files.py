@@ -12,6 +12,7 @@ import json
 import lzma
 import random
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from mapwise.params import OrchestrateParams
 from mapwise.privacy import pseudonym
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
-LIMITS = Limits(max_bytes=8 * 2**20, latest=NOW + timedelta(days=1))
+LIMITS = replace(Limits.of(now=NOW), max_bytes=8 * 2**20, trusted=())
 STRICT = OrchestrateParams()  # the default batch rules
 WHEN = "2024-01-02 10:00:00"
 
@@ -227,7 +228,7 @@ def test_decompression_is_bounded(raw_dir, kind, compress):
 
 def test_a_plain_file_over_the_bound_is_refused_before_it_is_read(raw_dir):
     with pytest.raises(MapwiseError, match=r"orders.csv: 1 MiB, over the limit of 0 MiB"):
-        ingest_file(raw_dir, b"x" * 2**20, limits=Limits(2**10, LIMITS.latest))
+        ingest_file(raw_dir, b"x" * 2**20, limits=replace(LIMITS, max_bytes=2**10))
 
 
 def test_links_out_of_the_raw_folder_are_refused_without_showing_the_target(tmp_path):
@@ -250,7 +251,7 @@ def test_links_out_of_the_raw_folder_are_refused_without_showing_the_target(tmp_
     (raw_dir / "orders.csv").unlink()
     trusted = write(tmp_path / "cache" / "ab" / "cdef", "\n".join([ORDERS_HEADER, row(1)]) + "\n")
     (raw_dir / "orders.csv").symlink_to(trusted)  # e.g. DVC's cache with cache.type symlink
-    assert ingest(raw_dir, [mapping], KEY, Limits(LIMITS.max_bytes, LIMITS.latest, (tmp_path / "cache",))).tables
+    assert ingest(raw_dir, [mapping], KEY, replace(LIMITS, trusted=(tmp_path / "cache",))).tables
 
 
 def test_echoed_content_stays_a_preview(raw_dir):

@@ -10,6 +10,7 @@ from mapwise.atomic import move, replacing, write_json
 from mapwise.errors import MapwiseError
 from mapwise.incoming import open_location, source_of
 from mapwise.ingest import Limits, ingest_source, inside
+from mapwise.mapping.readers import over_limit
 from mapwise.mapping.spec import Mapping
 from mapwise.params import OrchestrateParams
 
@@ -43,8 +44,7 @@ def stage(origin: str, staging_dir: Path, sources: list[str], incoming: str, sou
     try:
         size = fs.size(path)
         if max_bytes is not None and size > max_bytes:
-            raise MapwiseError(f"{origin}: {size / 2**20:,.0f} MiB, over the limit of {max_bytes / 2**20:,.0f} MiB "
-                               f"(ingest.max_file_mb)")
+            raise MapwiseError(f"{origin}: {size / 2**20:,.0f} MiB, {over_limit(max_bytes)}")
         with fs.open(path, "rb") as src, replacing(staged) as tmp, tmp.open("wb") as out:
             while chunk := src.read(1 << 20):
                 digest.update(chunk)

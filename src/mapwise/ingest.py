@@ -34,17 +34,16 @@ class Limits:
     (except into `trusted` ones), and timestamps outside [earliest, latest]."""
 
     max_bytes: int
+    earliest: datetime
     latest: datetime
     trusted: tuple[Path, ...] = ()
-    earliest: datetime = datetime(1900, 1, 1, tzinfo=UTC)
 
     @classmethod
     def of(cls, p: IngestParams | None = None, now: datetime | None = None) -> Limits:
         """The limits params set (their defaults without params), as of `now` (default: the present)."""
-        values = {name: getattr(p, name) if p else f.default for name, f in IngestParams.model_fields.items()
-                  if name in ("max_file_mb", "future_tolerance_days", "min_timestamp", "trusted_dirs")}
-        latest = (now or datetime.now(UTC)) + timedelta(days=values["future_tolerance_days"])
-        return cls(int(values["max_file_mb"] * 2**20), latest, tuple(values["trusted_dirs"]), values["min_timestamp"])
+        p = p or IngestParams.model_construct()  # the defaults; no raw_dir or sources needed for these
+        latest = (now or datetime.now(UTC)) + timedelta(days=p.future_tolerance_days)
+        return cls(int(p.max_file_mb * 2**20), p.min_timestamp, latest, tuple(p.trusted_dirs))
 
 
 @dataclass

@@ -82,13 +82,14 @@ def _needed_columns(mapping: Mapping) -> list[str]:
 def _check_header(frame: pl.DataFrame, mapping: Mapping, path: Path) -> None:
     """Every column the mapping reads is in the file, once; the error shows the header only when it is one."""
     names = set(frame.columns) - set(mapping.rename) | set(mapping.rename.values())
-    needed = [*mapping.rename, *(col for col in _needed_columns(mapping) if col not in mapping.rename.values())]
+    used = _needed_columns(mapping)
+    needed = [*mapping.rename, *(col for col in used if col not in mapping.rename.values())]
     repeated = [col for col in needed if f"{col}{DUPLICATE}0" in frame.columns]
     if repeated:
         shown = ", ".join(repr(preview(col, 40)) for col in repeated)
         raise MapwiseError(f"{path}: column(s) {shown} appear more than once in the header: which one is meant is ambiguous")
     missing = [col for col in mapping.rename if col not in frame.columns]
-    missing = missing or [col for col in _needed_columns(mapping) if col not in names]
+    missing = missing or [col for col in used if col not in names]
     if not missing:
         return
     found = [col for col in frame.columns if col != LINE_COLUMN]

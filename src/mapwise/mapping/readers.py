@@ -93,6 +93,11 @@ def _rejects(rows: list[tuple[int, str | None, str, str | None]]) -> pl.DataFram
     return pl.DataFrame(rows, schema=_REJECT_SCHEMA, orient="row")
 
 
+def over_limit(max_bytes: int) -> str:
+    """How refusals of content past `ingest.max_file_mb` name the limit."""
+    return f"over the limit of {max_bytes / 2**20:,.0f} MiB (ingest.max_file_mb)"
+
+
 def compression_of(path: Path, compression: str) -> str:
     """The compression a mapping declares, or the file name implies for 'auto'."""
     return _SUFFIX.get(path.suffix.lower(), "none") if compression == "auto" else compression
@@ -104,11 +109,10 @@ def load(path: Path, compression: str, max_bytes: int) -> tuple[str, bytes]:
     Compressed files are decompressed as a stream and abandoned as soon as they pass the bound, so a
     small file that expands enormously costs at most `max_bytes` of memory.
     """
-    limit = f"{max_bytes / 2**20:,.0f} MiB (ingest.max_file_mb)"
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise MapwiseError(f"{path}: {size / 2**20:,.0f} MiB, over the limit of {limit}")
+            raise MapwiseError(f"{path}: {size / 2**20:,.0f} MiB, {over_limit(max_bytes)}")
         raw = path.read_bytes()
     except OSError as err:
         raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
@@ -122,7 +126,7 @@ def load(path: Path, compression: str, max_bytes: int) -> tuple[str, bytes]:
             while chunk := stream.read(_CHUNK):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise MapwiseError(f"{path}: over the limit of {limit} once decompressed ({kind}); "
+                    raise MapwiseError(f"{path}: {over_limit(max_bytes)} once decompressed ({kind}); "
                                        f"raise the limit or split the file")
                 chunks.append(chunk)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as err:
@@ -315,24 +319,25 @@ def _records(lines: list[str], spec: ReadSpec, i: int, width: int | None) -> Ite
             i += 1
             yield i, fields, i
         else:
-            end = _closing(lines, i, spec, width)
-            if end is None:
+            closed = _closing(lines, i, spec, width)
+            if closed is None:
                 i += 1
                 yield i, None, i
             else:
-                yield i + 1, _parse("".join(lines[i:end]), spec, strict=True), end
+                end, fields = closed
+                yield i + 1, fields, end
                 i = end
 
 
-def _closing(lines: list[str], i: int, spec: ReadSpec, width: int | None) -> int | None:
-    """Where the record whose quoted field opens on line `i` ends (exclusive), if it closes into one
-    record of `width` fields within MAX_RECORD_LINES lines."""
+def _closing(lines: list[str], i: int, spec: ReadSpec, width: int | None) -> tuple[int, list[str]] | None:
+    """Where the record whose quoted field opens on line `i` ends (exclusive), and its fields, if it
+    closes into one record of `width` fields within MAX_RECORD_LINES lines."""
     balance, end = lines[i].count(spec.quote), i + 1
     while end < len(lines) and end - i < MAX_RECORD_LINES:
         balance += lines[end].count(spec.quote)
         end += 1
         if balance % 2 == 0 and (fields := _parse("".join(lines[i:end]), spec, strict=True)) is not None:
-            return end if width is None or len(fields) == width else None
+            return (end, fields) if width is None or len(fields) == width else None
     return None
 
 
@@ -391,8 +396,7 @@ def _read_parquet(path: Path, data: bytes, max_bytes: int) -> RawTable:
         meta = pq.ParquetFile(io.BytesIO(data)).metadata
         unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         if unpacked > max_bytes:
-            raise MapwiseError(f"{path}: {unpacked / 2**20:,.0f} MiB once unpacked, over the limit of "
-                               f"{max_bytes / 2**20:,.0f} MiB (ingest.max_file_mb)")
+            raise MapwiseError(f"{path}: {unpacked / 2**20:,.0f} MiB once unpacked, {over_limit(max_bytes)}")
         frame = pl.read_parquet(data)
     except MapwiseError:
         raise
