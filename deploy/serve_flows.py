@@ -3,8 +3,8 @@
     PREFECT_API_URL=http://127.0.0.1:4200/api python deploy/serve_flows.py [--params params.yaml]
 
 Deployments, all running in this process's folder, one run at a time per repository:
-- `pipeline/manual`: run from the UI ("Run" > "Custom run" to set `overrides`), or
-  `prefect deployment run pipeline/manual -p 'overrides={"train.max_epochs": 2}'`.
+- `pipeline/manual`: run from the UI ("Run" > "Custom run": `overrides` is a form, one group per
+  section), or `prefect deployment run pipeline/manual -p 'overrides={"train": {"max_epochs": 2}}'`.
 - `pipeline/scheduled`: the same flow on `orchestrate.schedule` (cron, `orchestrate.timezone`).
 - `retrain/on-arrival`: started by every `mapwise.batch.arrived` event (`mapwise watch`, `mapwise notify`).
 
@@ -36,7 +36,8 @@ def deployments(params: Params, params_file: str = "params.yaml") -> list:
     fixed = {"params_file": params_file}
     served = [
         pipeline.to_deployment(name="manual", parameters={"overrides": {}, **fixed}, tags=["mapwise"],
-                               description="The whole pipeline; set `overrides` to change params.yaml keys for one run."),
+                               description="The whole pipeline; set `overrides` to change params for one run "
+                                           "(recorded as a DVC experiment; the workspace comes back as it was)."),
         retrain.to_deployment(name="on-arrival", triggers=[arrival_trigger(params_file)], tags=["mapwise"],
                               description="Started by each `mapwise.batch.arrived` event: check, add, re-run, gate."),
     ]

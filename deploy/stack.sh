@@ -15,11 +15,11 @@ export PATH="$BIN:$PATH" PREFECT_HOME="$ROOT/.prefect" DO_NOT_TRACK=1 PREFECT_SE
        DVC_NO_ANALYTICS=1
 NAMES=(model mlflow watch flows prefect)  # stop order; start order is the reverse
 
-read -r PREFECT_PORT MLFLOW_PORT MODEL_PORT TRACKING KEY_FILE < <(python - <<'EOF'
+read -r PREFECT_PORT MLFLOW_PORT MODEL_PORT TRACKING < <(python - <<'EOF'
 from mapwise.params import load_params
 from mapwise.tracking import tracking_uri
 p = load_params()
-print(p.orchestrate.prefect_port, p.orchestrate.mlflow_port, p.serve.port, tracking_uri(p.tracking), p.ingest.key_file)
+print(p.orchestrate.prefect_port, p.orchestrate.mlflow_port, p.serve.port, tracking_uri(p.tracking))
 EOF
 )
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
@@ -50,9 +50,9 @@ up() {
   start flows python deploy/serve_flows.py
   start watch mapwise watch
   start mlflow mlflow ui --backend-store-uri "$TRACKING" --host 127.0.0.1 --port "$MLFLOW_PORT"
-  # the service needs the pseudonymisation key, which the first pipeline run creates
-  start model bash -c "until [[ -n \${MAPWISE_HMAC_KEY:-} || -f '$KEY_FILE' ]]; do sleep 5; done; exec mapwise serve"
+  start model mapwise serve  # listens at once; 503 with the reason until the key and a champion exist
   wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
+  wait_for model "http://127.0.0.1:$MODEL_PORT/health" 120
   sleep 3
   for name in flows watch model; do
     alive "$name" || { echo "$name exited; see $RUN/$name.log:"; tail -5 "$RUN/$name.log"; exit 1; }
@@ -61,7 +61,7 @@ up() {
 up:
   Prefect UI      http://127.0.0.1:$PREFECT_PORT   (deployments: pipeline/manual, pipeline/scheduled, retrain/on-arrival)
   MLflow UI       http://127.0.0.1:$MLFLOW_PORT
-  model service   http://127.0.0.1:$MODEL_PORT/docs   (503 until a champion exists)
+  model service   http://127.0.0.1:$MODEL_PORT/docs   (503, saying why, until the key and a champion exist)
   drop folder     $(python -c "from mapwise.params import load_params; print(load_params().orchestrate.incoming)")/<source>/<file>
 stop with: make down
 EOF

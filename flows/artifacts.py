@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.record import Recorded
 from flows.stages import StageRun
 from mapwise.params import Params
 from mapwise.registry import client
@@ -57,10 +58,27 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
     return "\n".join(lines)
 
 
-def publish(params: Params, runs: list[StageRun]) -> dict | None:
+def reproduce_markdown(recorded: Recorded, version: str | None, model_name: str) -> str:
+    """How to get this run's exact state back, here or in another clone."""
+    lines = [f"# Recorded as DVC experiment `{recorded.name}`", "",
+             f"- commit `{recorded.commit}` (`{recorded.ref}`): params as this run used them, dvc.lock, code, batches",
+             "- data and models: pushed to the default DVC remote"]
+    if version:
+        lines.append(f"- {model_name} version {version} is tagged with this commit (`git_commit`)")
+    lines += ["", "Reproduce it (a no-op that gives back the registered files):", "", "```",
+              f"git fetch <this repository> {recorded.ref}   # in another clone; or: dvc exp pull <git remote> {recorded.name}",
+              f"git checkout {recorded.commit}", "dvc pull", "dvc repro", "```", "",
+              f"Or bring it into this workspace: `dvc exp apply {recorded.name}`."]
+    return "\n".join(lines)
+
+
+def publish(params: Params, runs: list[StageRun], recorded: Recorded | None = None, version: str | None = None) -> dict | None:
     """Artifacts for this flow run; returns the gate decision (None before any promote ran)."""
-    create_table_artifact([{"stage": r.stage, "ran": r.ran, "seconds": r.seconds} for r in runs], key="stages",
-                          description="Stages of dvc.yaml: run, or skipped because DVC found them up to date")
+    create_table_artifact([{"stage": r.stage, "outcome": r.outcome, "seconds": r.seconds} for r in runs], key="stages",
+                          description="Stages of dvc.yaml: run, restored from DVC's run cache, or up to date")
+    if recorded:
+        create_markdown_artifact(reproduce_markdown(recorded, version, params.register.model_name), key="reproduce",
+                                 description="The commit this run is recorded as, and how to reproduce it")
     evaluation = _read(params.evaluate.report)
     if evaluation:
         k = params.evaluate.headline_k

@@ -14,40 +14,82 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger
 from prefect.exceptions import FailedRun
+from prefect.runtime import flow_run
+from pydantic import ValidationError
 
 from flows.artifacts import publish
-from flows.stages import failed_on_error, one_at_a_time, run_all
-from mapwise.errors import MapwiseError
+from flows.record import point_versions_at, push, record_run
+from flows.stages import checkout, failed_on_error, one_at_a_time, run_all, uncached_outputs
+from mapwise.errors import MapwiseError, describe
+from mapwise.overridable import Overrides
 from mapwise.overrides import params_overridden, restore_interrupted
 from mapwise.params import read_params, with_overrides
 
 
+def _experiment_name() -> str:
+    """The DVC experiment a run is recorded as: the flow, the run's name and the start of its id."""
+    return f"{flow_run.get_flow_name()}-{flow_run.get_name()}-{(flow_run.get_id() or '')[:6]}"
+
+
 def run_stages(root: Path, params_file: Path, overrides: dict[str, Any]) -> dict:
-    """The stages in DVC's order under the overridden params, then the run's artifacts (the caller holds the slot)."""
+    """The stages in DVC's order under the overridden params, then record, push and publish (the caller holds the slot).
+
+    A run that changed something is recorded as a DVC experiment and pushed; the model version it registered is
+    tagged with that commit. With overrides, the workspace then goes back to what it was before the run: params,
+    dvc.lock, reports and cached outputs (the run lives on as its experiment: `dvc exp apply <name>`).
+    """
     if restore_interrupted(params_file):
-        get_run_logger().warning(f"{params_file}: an interrupted run had left overrides in it; restored the original")
-    with params_overridden(params_file, overrides) as params:
-        runs = run_all(root, params.orchestrate)
-    decision = publish(params, runs)
-    return {"stages": [r.__dict__ for r in runs], "decision": decision}
+        get_run_logger().warning(f"{params_file}: an interrupted override run had left its changes; put the workspace back")
+        checkout(root)
+    name = _experiment_name()
+    try:
+        with params_overridden(params_file, overrides, [root / "dvc.lock", *uncached_outputs(root)]) as params:
+            runs = run_all(root, params.orchestrate)
+            recorded = version = None
+            if any(r.changed for r in runs):
+                p = params.orchestrate
+                if p.record:
+                    recorded = record_run(str(root), name, f"mapwise {name}: overrides {json.dumps(overrides)}", params)
+                if recorded:
+                    version = point_versions_at(params, recorded, any(r.stage == "register" and r.changed for r in runs))
+                if p.push:
+                    push(str(root))
+            decision = publish(params, runs, recorded, version)
+    finally:
+        if overrides:
+            checkout(root)
+    return {"stages": [r.as_dict() for r in runs], "decision": decision,
+            "recorded": recorded and {"experiment": recorded.name, "ref": recorded.ref, "commit": recorded.commit}}
 
 
-@flow(name="pipeline", log_prints=True)
-def pipeline(overrides: dict[str, Any] | None = None, params_file: str = "params.yaml") -> dict:
+def dotted(overrides: Overrides | dict[str, Any] | None) -> dict[str, Any]:
+    """The params a run changes, as `{"train.max_epochs": 3}`; a wrong key or value fails in one line naming it."""
+    if isinstance(overrides, Overrides):
+        return overrides.dotted()
+    try:
+        return Overrides.model_validate(overrides or {}).dotted()
+    except ValidationError as err:
+        raise MapwiseError(f"overrides: {describe(err)}") from None
+
+
+@flow(name="pipeline", log_prints=True, validate_parameters=False)  # overrides are checked in the run: one line, no traceback
+def pipeline(overrides: Overrides | None = None, params_file: str = "params.yaml") -> dict:
     """Run the pipeline of dvc.yaml; DVC re-runs only what changed, and promotion goes through the gate.
 
     Args:
-        overrides: params.yaml keys to change for this run only, e.g. {"train.max_epochs": 3};
-            validated before anything runs, params.yaml is left as it was.
+        overrides: params to change for this run only (empty = as in params.yaml); also as dotted keys,
+            {"train.max_epochs": 3}. Checked before anything runs; the run is recorded as a DVC experiment
+            and the workspace comes back as it was.
         params_file: the params file, relative to the repository.
     """
     root = Path.cwd()
     path = root / params_file
 
     def body() -> dict:
-        with_overrides(read_params(path), overrides or {})  # a wrong key or value fails here, before any stage
+        changes = dotted(overrides)
+        with_overrides(read_params(path), changes)  # a value that breaks the params as a whole fails here, before any stage
         with one_at_a_time(root):
-            return run_stages(root, path, overrides or {})
+            return run_stages(root, path, changes)
 
     return failed_on_error(body)
 

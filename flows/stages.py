@@ -1,17 +1,21 @@
 """The stages of `dvc.yaml` as Prefect tasks: one task per stage, each `dvc repro --single-item <verb>`.
 
-DVC still decides what is up to date, so the DAG is defined once, in `dvc.yaml`. A stage that exits 2
-(`pipelines._stage.USER_ERROR`: the data or params are wrong) fails at once; any other failure (a
-crash, the DVC lock, a network error) is retried with exponential backoff.
+DVC decides what is up to date, so the DAG is defined once, in `dvc.yaml`: one `dvc status` before the
+stages, then a stage runs when DVC found it changed or when an upstream stage changed its entry in
+`dvc.lock` during this run (whether it ran or was restored from DVC's run cache), and a run that changed
+anything ends by checking that `dvc status` is clean. A stage that exits 2 (`pipelines._stage.USER_ERROR`:
+the data or params are wrong) fails at once; any other failure (a crash, the DVC lock, a network error)
+is retried with exponential backoff. Each dvc command runs under `flows/supervise.py`: a cancel or a
+crash of the flow ends the stage's whole process group and checks the stage's outputs out again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,14 +25,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import networkx as nx
+import yaml
 from dvc.repo import Repo
 from prefect import get_client, get_run_logger, task
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import FailedRun
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 from prefect.utilities.urls import url_for
 
+from flows.supervise import run_supervised
 from mapwise.errors import MapwiseError
 from mapwise.params import OrchestrateParams
 from mapwise.tracking import FLOW_RUN_ENV, FLOW_RUN_URL_ENV
@@ -60,11 +67,40 @@ def stage_graph(root: Path) -> tuple[list[str], dict[str, set[str]]]:
         repo.close()
 
 
+UP_TO_DATE, RAN, RESTORED = "up to date", "ran", "restored from the run cache"
+
+
+def uncached_outputs(root: Path) -> list[Path]:
+    """What the stages write that DVC does not cache (reports, metrics, plots): a run's only copy of them."""
+    repo = Repo(str(root))
+    try:
+        return sorted({Path(o.fs_path) for s in repo.index.stages for o in s.outs if not o.use_cache})
+    finally:
+        repo.close()
+
+
 @dataclass(frozen=True)
 class StageRun:
     stage: str
-    ran: bool
+    outcome: str  # UP_TO_DATE, RAN or RESTORED
+    changed: bool  # its entry in dvc.lock changed: what reads its outputs must be brought up to date
     seconds: float
+
+    @property
+    def ran(self) -> bool:
+        return self.outcome != UP_TO_DATE
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "outcome": self.outcome, "ran": self.ran, "changed": self.changed,
+                "seconds": self.seconds}
+
+
+def lock_entry(root: Path, verb: str) -> dict | None:
+    """The stage's entry in dvc.lock: what DVC recorded of its last run (None before one)."""
+    try:
+        return (yaml.safe_load((root / "dvc.lock").read_text()) or {}).get("stages", {}).get(verb)
+    except FileNotFoundError:
+        return None
 
 
 def _reason(verb: str, output: str) -> str:
@@ -92,9 +128,12 @@ def _transient(task, task_run, state) -> bool:
     return not getattr(state.data, "permanent", False)
 
 
-def dvc(verb: str, args: list[str], root: str) -> subprocess.CompletedProcess:
-    """Run a dvc command for `verb`; what it printed, or StageFailed naming why it failed."""
-    done = subprocess.run(["dvc", *args], cwd=root, env=_stage_env(), capture_output=True, text=True, check=False)
+def dvc(verb: str, args: list[str], root: str, restore: list[str] | None = None):
+    """Run a dvc command for `verb`; what it printed, or StageFailed naming why it failed.
+
+    `restore`: the dvc arguments that put the workspace back if the command is stopped half-way.
+    """
+    done = run_supervised(["dvc", *args], cwd=root, env=_stage_env(), restore=restore and ["dvc", *restore])
     if done.returncode != 0:
         output = done.stdout + done.stderr
         print(_DVC_HINTS.sub("", output).strip())
@@ -119,12 +158,31 @@ def run_stage(verb: str, root: str, up_to_date: bool = False) -> StageRun:
     """
     if up_to_date:
         print(f"Stage '{verb}' is up to date (dvc status)")
-        return StageRun(verb, False, 0.0)
-    start = time.perf_counter()
-    done = dvc(verb, ["repro", "--single-item", verb], root)
+        return StageRun(verb, UP_TO_DATE, False, 0.0)
+    start, before = time.perf_counter(), lock_entry(Path(root), verb)
+    done = dvc(verb, ["repro", "--single-item", verb], root, restore=["checkout", "--force", "--quiet", verb])
     output = done.stdout + done.stderr
     print(_DVC_HINTS.sub("", output).strip())
-    return StageRun(verb, f"Running stage '{verb}'" in output, round(time.perf_counter() - start, 2))
+    changed = lock_entry(Path(root), verb) != before
+    outcome = RESTORED if f"Stage '{verb}' is cached" in output else RAN if f"Running stage '{verb}'" in output else UP_TO_DATE
+    return StageRun(verb, outcome, changed, round(time.perf_counter() - start, 2))
+
+
+@task(log_prints=True)
+def verify(root: str, stages: list[str]) -> None:
+    """After a run that changed something: `dvc status` must find every stage up to date."""
+    status = json.loads(dvc("verify", ["status", "--json"], root).stdout.strip() or "{}")
+    stale = sorted(set(status) & set(stages))
+    if stale:
+        raise StageFailed("verify", f"after the run, dvc status still finds {', '.join(stale)} changed "
+                          "(was the workspace edited during the run?); run the pipeline again", USER_ERROR)
+    others = sorted(set(status) - set(stages))
+    print("dvc status: every stage is up to date" + (f" (changed outside the pipeline: {', '.join(others)})" if others else ""))
+
+
+def checkout(root: Path) -> None:
+    """`dvc checkout --force`: the cached outputs as dvc.lock names them (after an override run put it back)."""
+    dvc("checkout", ["checkout", "--force", "--quiet"], str(root))
 
 
 def with_retries(task_fn, name: str, p: OrchestrateParams):
@@ -139,8 +197,10 @@ def run_all(root: Path, p: OrchestrateParams) -> list[StageRun]:
     changed = with_retries(changed_stages, "status", p)(str(root))
     runs: list[StageRun] = []
     for verb in order:
-        fresh = verb in changed or any(r.ran for r in runs if r.stage in upstream[verb])
+        fresh = verb in changed or any(r.changed for r in runs if r.stage in upstream[verb])
         runs.append(with_retries(run_stage, verb, p)(verb, str(root), up_to_date=not fresh))
+    if any(r.ran for r in runs):
+        verify.with_options(name="verify", task_run_name="verify")(str(root), order)
     return runs
 
 
@@ -150,11 +210,27 @@ def repo_limit(root: Path) -> str:
     return f"mapwise-repo-{re.sub(r'[^a-zA-Z0-9_-]', '-', Path(path).name)}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
 
 
+class _OneLine(logging.Filter):
+    """No traceback for a failure already said in one line: ours keep their message, and Prefect's re-raise of
+    the Failed state a flow returned (`FailedRun`: "Engine execution exited with unexpected exception") is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (MapwiseError, StageFailed)):
+            record.exc_info, record.exc_text = None, None
+        return not isinstance(error, FailedRun)
+
+
 def failed_on_error(body: Callable[[], T]) -> T | State:
     """Run a flow's body; a user error or failed stage ends the run Failed with its one-line message, no traceback."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
     try:
         return body()
     except (MapwiseError, StageFailed) as err:
+        get_run_logger().error(f"Failed: {err}")
         return Failed(message=str(err))
 
 

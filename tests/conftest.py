@@ -150,7 +150,10 @@ def shop_csv(path: Path, **events) -> Path:
 
 
 def dvc_project(root: Path, **train_overrides) -> Path:
-    """A git + DVC repository with the real dvc.yaml, stages and code, a raw shop CSV and the tiny params."""
+    """A git + DVC repository with the real dvc.yaml, stages and code, a raw shop CSV and the tiny params, committed.
+
+    Its default DVC remote is the real one, under ~ (tests that push set $HOME to a temporary folder).
+    """
     import shutil
     import subprocess
 
@@ -170,7 +173,12 @@ def dvc_project(root: Path, **train_overrides) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ingest"].update(raw_dir="raw", sources=["shop"])
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for ignore in (".gitignore", "data/.gitignore"):  # as in a clone: outputs are DVC's, not git's
+        shutil.copy(REPO / ignore, root / ignore)
+    git = ["git", "-c", "user.name=mapwise tests", "-c", "user.email=tests@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the tiny project"], cwd=root, check=True)
     return root
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from conftest import KEY, ORDERS_HEADER, ORDERS_ROWS, orders_mapping, write
@@ -78,13 +79,17 @@ def test_ingest_reads_accepted_batches_after_the_raw_files(tmp_path):
     assert ingest(tmp_path / "raw", [MAPPING], KEY, Limits.of()).tables["events"].height == 2
 
 
-def test_ledger_finds_content_by_hash(tmp_path):
+def test_ledger_finds_content_by_hash_while_the_data_holds_it(tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl")
     assert ledger.find("abc") is None
-    ledger.record(sha256="abc", status="rejected", stored="x")
-    ledger.record(sha256="def", status="accepted", stored="y")
-    assert ledger.find("abc")["status"] == "rejected" and ledger.find("def")["stored"] == "y"
+    batch = write(tmp_path / "batches" / "y.csv", "a\n")
+    write(tmp_path / "batches" / "y.csv.dvc", "outs: []\n")
+    ledger.record(sha256="abc", status="rejected", stored=str(tmp_path / "x"))
+    ledger.record(sha256="def", status="accepted", stored=str(batch))
+    assert ledger.find("abc")["status"] == "rejected" and ledger.find("def")["stored"] == str(batch)
     assert [e["sha256"] for e in Ledger(tmp_path / "ledger.jsonl").entries()] == ["abc", "def"]
+    Path(f"{batch}.dvc").unlink()  # a rollback to a data version without the batch
+    assert ledger.find("def") is None, "the same content arriving again is processed again"
 
 
 def test_watcher_reports_a_file_once_it_stopped_changing_and_only_once(tmp_path):

@@ -10,14 +10,16 @@ import gzip
 import importlib.util
 import json
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 import zc.lockfile
-from conftest import REPO, dvc_project, shop_csv
+from conftest import REPO, dvc_project, shop_csv, stage_env
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -26,14 +28,19 @@ from prefect.client.schemas.filters import (
     DeploymentFilterName,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.runner import Runner
+from prefect.states import Cancelling
 from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.pipeline import pipeline
 from flows.retrain import retrain
 from flows.stages import repo_limit, run_stage, stage_graph
+from mapwise.bundle import bundle_digest
 from mapwise.ledger import Ledger
 from mapwise.params import load_params
 from mapwise.registry import CHAMPION, alias_version, client, versions
@@ -47,6 +54,7 @@ def repo(prefect_api, tmp_path_factory):
     """A git + DVC repo of the tiny project as the working directory, after one pipeline flow run."""
     root = dvc_project(tmp_path_factory.mktemp("flows") / "repo", models=["gru"], max_epochs=1)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(root.parent / "home"))  # the default DVC remote, ~/.local/share/mapwise/dvc-remote, and no git identity
         mp.chdir(root)
         mp.setenv("MAPWISE_HMAC_KEY", "a-test-key-of-some-length")
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -90,19 +98,34 @@ def test_stage_order_and_upstream_come_from_dvc(repo):
     assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "register"}
 
 
+def _dvc_status() -> str:
+    done = subprocess.run(["dvc", "status"], capture_output=True, text=True, env=stage_env())
+    return done.stdout + done.stderr
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
 def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineage(repo):
     _, state = repo
     assert state.is_completed(), state.message
     result = state.result()
-    assert [s["stage"] for s in result["stages"]] == STAGES and all(s["ran"] for s in result["stages"])
+    assert [s["stage"] for s in result["stages"]] == STAGES and all(s["outcome"] == "ran" for s in result["stages"])
     assert (result["decision"]["action"], result["decision"]["champion_after"]) == ("promote", "1")
+    assert "Data and pipelines are up to date" in _dvc_status()
     flow_run_id = str(state.state_details.flow_run_id)
     tasks = _task_runs(flow_run_id)
-    assert set(tasks) == {"status", *STAGES} and all(t.state.is_completed() for t in tasks.values())
+    assert set(tasks) == {"status", *STAGES, "verify", "record", "push"} and all(t.state.is_completed() for t in tasks.values())
     with get_client(sync_client=True) as c:
         artifacts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     by_key = {a.key: a for a in artifacts}
-    assert set(by_key) == {"stages", "evaluation", "gate-decision"}
+    assert set(by_key) == {"stages", "evaluation", "gate-decision", "reproduce"}
+    recorded = result["recorded"]
+    assert recorded["ref"].startswith("refs/exps/") and recorded["commit"] in by_key["reproduce"].data
+    assert _git("rev-parse", recorded["ref"]).strip() == recorded["commit"]
+    assert _git("show", f"{recorded['commit']}:dvc.lock") == Path("dvc.lock").read_text(), "the commit holds this run's lock"
+    assert client(_tracking()).get_model_version(MODEL, "1").tags["git_commit"] == recorded["commit"]
     evaluation = json.loads(by_key["evaluation"].data)
     assert {row["recommender"] for row in evaluation} == {"gru", "popularity", "personal_popularity", "item_knn"}
     gate = by_key["gate-decision"].data
@@ -118,17 +141,48 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     assert f"runs/flow-run/{flow_run_id}" in train_run.data.tags["prefect.flow_run_url"]
 
 
-def test_overrides_apply_to_one_run_and_leave_params_yaml_as_it_was(repo):
-    params = Path("params.yaml")
-    before = params.read_bytes()
-    state = pipeline(overrides={"promote.margin": 0.5}, return_state=True)
+def test_an_override_run_is_recorded_as_an_experiment_and_the_workspace_comes_back(repo, tmp_path):
+    before = {name: Path(name).read_bytes() for name in ("params.yaml", "dvc.lock", "reports/train.json")}
+    trained = bundle_digest(Path("models/export/gru"))
+    lr = load_params(Path("params.yaml")).train.lr * 2
+    state = pipeline(overrides={"train.lr": lr}, return_state=True)
     assert state.is_completed(), state.message
-    ran = {s["stage"] for s in state.result()["stages"] if s["ran"]}
-    assert ran == {"promote"}, "DVC re-ran only the stage that reads promote.margin"
-    assert params.read_bytes() == before
-    lock = yaml.safe_load(Path("dvc.lock").read_text())
-    assert lock["stages"]["promote"]["params"]["params.yaml"]["promote"]["margin"] == 0.5
-    assert not list(Path(".mapwise").glob("params.before-overrides*"))
+    result = state.result()
+    assert not result["stages"][0]["ran"] and {s["stage"] for s in result["stages"] if s["ran"]} >= {"train", "register"}
+    assert {name: Path(name).read_bytes() for name in before} == before, "params, lock and reports as before the run"
+    assert bundle_digest(Path("models/export/gru")) == trained, "and the cached outputs too"
+    assert "Data and pipelines are up to date" in _dvc_status()
+    assert not Path(".mapwise/params.before-overrides").exists()
+    commit = result["recorded"]["commit"]
+    lock = yaml.safe_load(_git("show", f"{commit}:dvc.lock"))
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] == lr
+    assert yaml.safe_load(_git("show", f"{commit}:params.yaml"))["train"]["lr"] == lr, "params and lock agree"
+    version = client(_tracking()).get_model_version(MODEL, json.loads(_git("show", f"{commit}:reports/register.json"))["version"])
+    assert version.tags["git_commit"] == commit and version.tags["git_ref"] == result["recorded"]["ref"]
+    # another clone, through the default remote, reproduces the registered files exactly
+    clone = tmp_path / "clone"
+    _git("clone", "-q", str(Path.cwd()), str(clone))
+    _git("fetch", "-q", "origin", f"{version.tags['git_ref']}", cwd=clone)
+    _git("-c", "advice.detachedHead=false", "checkout", "-q", version.tags["git_commit"], cwd=clone)
+    for cmd in (["dvc", "pull", "-q"], ["dvc", "repro"]):
+        done = subprocess.run(cmd, cwd=clone, capture_output=True, text=True, env=stage_env())
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "Data and pipelines are up to date" in done.stdout, done.stdout
+    assert bundle_digest(clone / "models/export/gru") == version.tags["bundle_digest"]
+
+
+def test_a_stage_restored_from_the_run_cache_brings_what_follows_up_to_date(repo):
+    """params.yaml edited, a run, edited back: DVC restores train from its run cache; what reads it must follow."""
+    params = Path("params.yaml")
+    data = yaml.safe_load(params.read_text())
+    data["train"]["lr"] = data["train"]["lr"] * 2  # as the override run before: DVC's run cache holds that training
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    state = pipeline(return_state=True)
+    assert state.is_completed(), state.message
+    outcomes = {s["stage"]: s["outcome"] for s in state.result()["stages"]}
+    assert outcomes["train"] == "restored from the run cache" and outcomes["ingest"] == "up to date"
+    assert all(outcomes[s] != "up to date" for s in ("evaluate", "export", "register")), outcomes
+    assert "Data and pipelines are up to date" in _dvc_status()
 
 
 def test_a_wrong_override_fails_the_run_before_any_stage(repo):
@@ -236,6 +290,12 @@ def test_a_dropped_file_becomes_an_event_a_retrain_and_a_gate_decision(repo):
     assert entry["status"] == "accepted" and entry["flow_run_id"] == str(run.id)
     stored = Path(entry["stored"])
     assert stored.read_bytes() == dropped.read_bytes() and Path(f"{stored}.dvc").exists()
+    # the run is recorded with the batch's .dvc file and the ledger beside the lock it produced
+    ref = next(line.split()[1] for line in _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines()
+               if line.endswith(f"/retrain-{run.name}-{str(run.id)[:6]}"))
+    assert _git("show", f"{ref}:{stored}.dvc") == Path(f"{stored}.dvc").read_text()
+    assert entry["sha256"] in _git("show", f"{ref}:data/ledger.jsonl") and _git("show", f"{ref}:dvc.lock") == Path("dvc.lock").read_text()
+    assert client(_tracking()).get_model_version(MODEL, decision["challenger"]).tags["git_ref"] == ref
 
 
 def test_the_same_content_twice_is_processed_once(repo):
@@ -292,3 +352,68 @@ def test_hostile_batches_are_rejected_in_one_line_recorded_and_leave_nothing_sta
     ledger = {Path(e["origin"]).name: e for e in Ledger(Path("data/ledger.jsonl")).entries()}
     assert all(ledger[name]["status"] == "rejected" for name in cases if name != "linked.csv")
     assert all(len(json.dumps(e)) < 2000 for e in ledger.values())
+
+
+def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def _finished(run_id):
+    with get_client(sync_client=True) as c:
+        run = c.read_flow_run(run_id)
+    return run if run.state.is_final() else None
+
+
+def _training() -> list[psutil.Process]:
+    """The training processes running in this repository (DVC's child `python -m pipelines.train`)."""
+    here = str(Path.cwd())
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+        if "pipelines.train" in (proc.info["cmdline"] or []) and proc.info["cwd"] == here and proc.info["status"] != "zombie":
+            found.append(proc)
+    return found
+
+
+def test_from_the_ui_a_typed_form_one_line_failures_and_a_cancel_that_stops_the_training(repo):
+    runner = _serve_deployments()
+    try:
+        with get_client(sync_client=True) as c:
+            manual = c.read_deployment_by_name("pipeline/manual")
+            form = manual.parameter_openapi_schema
+            train = form["definitions"]["TrainParamsOverrides"]["properties"]["max_epochs"]
+            assert {"minimum": 1, "type": "integer"} in train["anyOf"], "the form shows the field with its bound"
+            assert "patience" in form["definitions"]["TrainParamsOverrides"]["properties"]
+            with pytest.raises(PrefectHTTPStatusError, match="'max_epochz' was unexpected"):
+                c.create_flow_run_from_deployment(manual.id, parameters={"overrides": {"train": {"max_epochz": 2}}})
+            bad = c.create_flow_run_from_deployment(manual.id, parameters={"overrides": {"register": {"candidate": "sasrec"}}})
+        failed = _until(lambda: _finished(bad.id), 300, "the run with a failing stage ends")
+        reason = "register: register.candidate: 'sasrec' is not in train.models ['gru']"
+        assert failed.state.is_failed() and failed.state.message == reason
+        with get_client(sync_client=True) as c:
+            logs = [log.message for log in c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad.id])))]
+        assert f"Failed: {reason}" in logs, logs
+        assert not [m for m in logs if "Traceback" in m or "unexpected exception" in m], logs
+
+        before = {name: Path(name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+        trained = bundle_digest(Path("models/export/gru"))
+        with get_client(sync_client=True) as c:
+            long = c.create_flow_run_from_deployment(manual.id, parameters={
+                "overrides": {"train": {"max_epochs": 100000, "patience": 100000, "lr": 0.0123}}})
+        processes = _until(_training, 300, "the training starts")
+        with get_client(sync_client=True) as c:
+            c.set_flow_run_state(long.id, Cancelling())
+        cancelled = _until(lambda: _finished(long.id), 120, "the cancelled run ends")
+    finally:
+        runner.stop()
+    assert cancelled.state.is_cancelled(), cancelled.state
+    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "the training was stopped"
+    assert not _training()
+    assert {name: Path(name).read_bytes() for name in before} == before
+    assert bundle_digest(Path("models/export/gru")) == trained and Path("models/trained").is_dir()
+    assert "Data and pipelines are up to date" in _dvc_status(), "the workspace as DVC left it"

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,24 +64,52 @@ def test_overrides_set_dotted_keys_and_are_validated():
         with_overrides(data, {"train.lr.x": 1})
 
 
-def test_overridden_params_come_back_byte_for_byte(tmp_path: Path):
-    from mapwise.overrides import backup_path, params_overridden, restore_interrupted
+def test_overridden_params_and_kept_paths_come_back_byte_for_byte(tmp_path: Path):
+    from mapwise.overrides import backup_dir, params_overridden, restore_interrupted
 
     path = tmp_path / "params.yaml"
     original = (REPO / "params.yaml").read_bytes()
     path.write_bytes(original)
-    with params_overridden(path, {"train.max_epochs": 3}) as params:
+    lock, reports, new = tmp_path / "dvc.lock", tmp_path / "reports", tmp_path / "new.json"
+    lock.write_text("before\n")
+    (reports / "plots").mkdir(parents=True)
+    (reports / "plots" / "a.csv").write_text("a\n")
+    keep = [lock, reports, new]
+
+    def run_changes_them():
+        lock.write_text("after\n")
+        shutil.rmtree(reports / "plots")
+        (reports / "b.json").write_text("{}")
+        new.write_text("{}")
+
+    with params_overridden(path, {"train.max_epochs": 3}, keep) as params:
         assert params.train.max_epochs == 3
         assert load_params(path).train.max_epochs == 3, "stages read the overridden file while the run lasts"
-        assert backup_path(path).read_bytes() == original
-    assert path.read_bytes() == original and not backup_path(path).exists()
-    with pytest.raises(RuntimeError), params_overridden(path, {"train.max_epochs": 3}):
+        run_changes_them()
+    assert path.read_bytes() == original and not backup_dir(path).exists()
+    assert lock.read_text() == "before\n" and not new.exists()
+    assert sorted(p.name for p in reports.rglob("*")) == ["a.csv", "plots"]
+    with pytest.raises(RuntimeError), params_overridden(path, {"train.max_epochs": 3}, keep):
+        run_changes_them()
         raise RuntimeError("a stage failed")
-    assert path.read_bytes() == original
-    with pytest.raises(MapwiseError, match="unknown key"), params_overridden(path, {"train.nope": 1}):
+    assert path.read_bytes() == original and lock.read_text() == "before\n" and not new.exists()
+    with pytest.raises(MapwiseError, match="unknown key"), params_overridden(path, {"train.nope": 1}, keep):
         pass
-    assert path.read_bytes() == original and not backup_path(path).exists()
-    # a run killed half-way leaves the overridden file and the backup: the next run restores it first
-    backup_path(path).write_bytes(original)
+    assert path.read_bytes() == original and not backup_dir(path).exists()
+    with params_overridden(path, {}, keep):
+        lock.write_text("a run without overrides keeps what it made\n")
+    assert lock.read_text() == "a run without overrides keeps what it made\n"
+    lock.write_text("before\n")
+    # a run killed half-way leaves the overridden files and the copy: the next run restores them first
+    with pytest.raises(KeyboardInterrupt), params_overridden(path, {"train.max_epochs": 3}, keep):
+        run_changes_them()
+        shutil.copytree(backup_dir(path), tmp_path / "left")
+        raise KeyboardInterrupt
+    shutil.copytree(tmp_path / "left", backup_dir(path))
+    run_changes_them()
     path.write_text("train: {max_epochs: 3}\n")
     assert restore_interrupted(path) and path.read_bytes() == original and not restore_interrupted(path)
+    assert lock.read_text() == "before\n" and not new.exists() and (reports / "plots" / "a.csv").exists()
+    (backup_dir(path) / "0-params.yaml").parent.mkdir(parents=True)
+    (backup_dir(path) / "0-params.yaml").write_text("a copy killed before its manifest\n")
+    assert not restore_interrupted(path) and path.read_bytes() == original and not backup_dir(path).exists()

@@ -69,15 +69,17 @@ def test_stage_user_errors_are_one_line(tmp_path):
     assert _run([sys.executable, "-m", "pipelines.ingest", "--help"], root).returncode == 0
 
 
-def test_dvc_repro_and_push(tmp_path):
+def test_dvc_repro_and_push_to_the_default_remote_outside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = _project(tmp_path)
-    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
     for cmd in (["git", "init", "-q"], ["dvc", "repro", "ingest"], ["dvc", "push"], ["dvc", "status", "ingest"]):
         done = _run(cmd, root)
         assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
     assert "up to date" in done.stdout
     assert (root / "dvc.lock").exists()
-    assert any((root / ".dvc-remote").rglob("*")), "dvc push stored nothing in the default local remote"
+    remote = tmp_path / "home" / ".local" / "share" / "mapwise" / "dvc-remote"
+    assert any(remote.rglob("*")), "dvc push stored nothing in the default remote, a per-user folder"
     again = _run(["dvc", "repro", "ingest"], root)
     assert "didn't change, skipping" in again.stdout
 

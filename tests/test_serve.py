@@ -20,7 +20,7 @@ from mapwise.params import ModelParams, ServeParams
 from mapwise.privacy import pseudonym
 from mapwise.recommend import Recommender
 from mapwise.registry import Decision, apply, register_bundle
-from mapwise.serve import FolderSource, Keeper, RegistrySource, create_app
+from mapwise.serve import FolderSource, Keeper, RegistrySource, build, create_app
 from mapwise.tracking import tracking_uri
 
 
@@ -182,6 +182,24 @@ def test_not_ready_without_a_model(tmp_path):
     assert_error(app.get("/model"), 503)
     assert "version local refused: " in app.get("/model").json()["error"]  # why, even when nothing serves
     assert_error(app.post("/recommendations", json={"customer_id": "x"}), 503)
+
+
+def test_starts_without_the_key_and_picks_it_up_once_written(project, monkeypatch):
+    monkeypatch.delenv("MAPWISE_HMAC_KEY", raising=False)  # a fresh clone: the first pipeline run writes the key
+    bundle = project.export.out_dir / "sasrec"
+    app = TestClient(build(project, str(bundle), follow=False))
+    assert app.get("/health").json() == {"status": "ok"}
+    for done in (app.get("/ready"), app.get("/model"), app.post("/recommendations", json={"customer_id": "x"})):
+        assert_error(done, 503)
+        assert done.json()["error"].startswith("no pseudonymisation key yet: run the pipeline once"), done.json()
+    key_file = project.ingest.key_file
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text("half")  # caught mid-write: told, not kept
+    assert "must be at least 16 bytes" in app.get("/ready").json()["error"]
+    key_file.write_text(KEY.decode() + "\n")
+    assert app.get("/ready").json() == {"ready": True, "version": "local"}
+    raw, _ = _known_raw_id(bundle)
+    assert app.post("/recommendations", json={"customer_id": raw}).json()["customer_known"]
 
 
 def test_a_failed_download_is_retried_not_refused(project, tmp_path):

@@ -291,10 +291,7 @@ def serve_command(
     from mapwise.serve import MODEL_ENV, PARAMS_ENV, source_from
 
     params = load_params(params_file)
-    source_from(params, model)  # a bad model reference fails here, in one line
-    from mapwise.privacy import load_key
-
-    load_key(params.ingest.key_file, create=False)
+    source_from(params, model)  # a bad model reference fails here, in one line; no key yet is a 503 until there is one
     os.environ[PARAMS_ENV] = str(params_file.resolve())
     if model:
         os.environ[MODEL_ENV] = model

@@ -1,5 +1,7 @@
 """The batch ledger: one JSON line per batch seen, keyed by the sha256 of its content.
 
+It sits beside the data it describes (`orchestrate.ledger`, tracked by git, recorded with each run).
+
 A line is complete once its newline is on disk. A process killed mid-append leaves a torn last line:
 that entry was never recorded, so reading skips it and the next append cuts it off first.
 """
@@ -36,8 +38,16 @@ class Ledger:
         return found
 
     def find(self, sha256: str) -> dict | None:
-        """The last entry for this content, or None if it was never seen."""
-        return next((e for e in reversed(self.entries()) if e["sha256"] == sha256), None)
+        """The last entry for this content, or None if it was never seen or the data no longer holds it.
+
+        The ledger is versioned with the data (the flows record both in one commit), and an accepted batch
+        counts only while its `<stored>.dvc` exists: after a rollback to a data version without it, the same
+        content is processed again.
+        """
+        entry = next((e for e in reversed(self.entries()) if e["sha256"] == sha256), None)
+        if entry and entry["status"] == "accepted" and not Path(f"{entry.get('stored')}.dvc").exists():
+            return None
+        return entry
 
     def record(self, **entry: object) -> dict:
         entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}

@@ -215,7 +215,7 @@ class ScoreParams(_Section):
 
 
 class OrchestrateParams(_Section):
-    """Prefect flows (`flows/`), their deployments (`deploy/flows.py`) and the local stack (`make up`)."""
+    """Prefect flows (`flows/`), their deployments (`deploy/serve_flows.py`) and the local stack (`make up`)."""
 
     incoming: str = Field("data/incoming", description="drop folder <incoming>/<source>/<file>, or an fsspec URL such as s3://bucket/prefix")
     quarantine_dir: Path = Field(Path("data/rejected"), description="rejected batches, each with <file>.reason.json")
@@ -231,6 +231,9 @@ class OrchestrateParams(_Section):
     poll_seconds: float = Field(5, gt=0, description="how often `mapwise watch` lists the drop folder")
     schedule: str | None = Field("0 3 * * 1", description="cron of the scheduled retrain; null = none")
     timezone: str = "UTC"
+    record: bool = Field(True, description="record each run that changed something as a DVC experiment (`dvc exp save`): "
+                         "the commit its registered model versions point at")
+    push: bool = Field(True, description="`dvc push` to the default remote after each run that changed something")
     retries: int = Field(2, ge=0, description="retries of a stage that failed for a transient reason")
     retry_delay_seconds: float = Field(10, ge=0, description="first retry delay; it doubles on each retry")
     prefect_port: int = Field(4200, ge=1, le=65535)

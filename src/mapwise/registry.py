@@ -244,3 +244,11 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self.logger.setLevel(self.level)
+
+
+def record_reproduction(p: TrackingParams, model_name: str, version: str, commit: str, ref: str) -> None:
+    """Point a version's lineage at the commit that reproduces it: `git checkout <commit> && dvc pull && dvc repro`."""
+    c = client(p)
+    for key, value in {"git_commit": commit, "git_ref": ref,
+                       "reproduce": f"git fetch <this repository> {ref} && git checkout {commit[:12]} && dvc pull && dvc repro"}.items():
+        c.set_model_version_tag(model_name, version, key, value)

@@ -5,7 +5,9 @@ loaded and smoke-checked before it replaces the one serving. A version that does
 the smoke check is refused (and reported by `/model`) while the old one keeps answering; a registry
 or download failure is only retried at the next check. Requests are validated strictly, and every
 error answers `{"error": "<one line>"}`, without server paths. Raw customer ids are pseudonymised
-with the ingestion key on arrival and never logged.
+with the ingestion key on arrival and never logged. The service starts without a model or a key (on a
+fresh clone the first pipeline run creates both) and answers 503 with the reason until it has both;
+the key is looked for again on each request until found, and never created here.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mapwise.bundle import load_bundle
 from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
-from mapwise.privacy import load_key, pseudonym
+from mapwise.privacy import KEY_ENV, load_key, pseudonym
 from mapwise.recommend import Filters, Recommender
 from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
@@ -45,6 +47,8 @@ log = logging.getLogger("mapwise.serve")
 PARAMS_ENV, MODEL_ENV = "MAPWISE_PARAMS", "MAPWISE_MODEL"
 _ID = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]  # printable, no spaces
 _PATH = re.compile(r"(?<![\w:.~])/(?:[^\s/'\"(),;:]+/)+([^\s/'\"(),;:]*)")  # an absolute path: kept is its last part
+NO_KEY = ("no pseudonymisation key yet: run the pipeline once (make demo, or the pipeline flow) to create it, "
+          f"or set ${KEY_ENV} to the key used at ingestion")
 
 
 class Source(Protocol):
@@ -187,6 +191,28 @@ def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0][:300] if str(err).strip() else type(err).__name__
 
 
+@dataclass
+class KeyWatch:
+    """The pseudonymisation key, looked for until it exists: never created here (a fresh key would match no one)."""
+
+    key_file: Path | None = None
+    key: bytes | None = None
+    missing: str = NO_KEY
+
+    def get(self) -> bytes | None:
+        """The key once found ($MAPWISE_HMAC_KEY or the key file, read again until then); None and `missing` before."""
+        if self.key is None and self.key_file is not None:
+            if not os.environ.get(KEY_ENV) and not self.key_file.exists():
+                self.missing = NO_KEY
+                return None
+            try:
+                self.key = load_key(self.key_file, create=False)
+                log.info("pseudonymisation key found")
+            except (MapwiseError, OSError) as err:  # too short, half-written, unreadable: told, and tried again
+                self.missing = _PATH.sub(r"\1", _first_line(err))
+        return self.key
+
+
 def smoke_check(rec: Recommender) -> None:
     """A model must score finitely and answer a known customer, a history and a cold start."""
     top = rec.popular[: min(5, rec.n_items)]
@@ -312,9 +338,10 @@ class _StrictJsonRoute(APIRoute):
         return strict
 
 
-def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
-    """The HTTP app around a keeper (already refreshed, or not ready yet)."""
+def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams) -> FastAPI:
+    """The HTTP app around a keeper (already refreshed, or not ready yet) and the key (or a watch for it)."""
     RecommendationRequest, _ = _request_models(p)
+    keys = key if isinstance(key, KeyWatch) else KeyWatch(key=key)
     app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json,
                   description="Real-time recommendations from the registry's champion model (onnxruntime).")
     app.router.route_class = _StrictJsonRoute
@@ -340,29 +367,34 @@ def create_app(keeper: Keeper, key: bytes, p: ServeParams) -> FastAPI:
         log.error("request failed: %s", type(err).__name__)
         return Json({"error": "internal error"}, status_code=500)
 
-    def serving() -> Loaded:
-        if keeper.current is None:
+    def serving() -> tuple[Loaded, bytes]:
+        """The model and the key; 503 naming what is missing until both are here."""
+        current, key = keeper.current, keys.get()
+        if current is None or key is None:
             refused = keeper.refused.copy()  # copied in one step: the follow thread may be adding to it
-            raise HTTPException(503, "no model loaded yet" + "".join(f"; version {v} refused: {why}"
-                                                                     for v, why in refused.items()))
-        return keeper.current
+            missing = [] if key else [keys.missing]
+            if current is None:
+                missing.append("no model loaded yet" + "".join(f"; version {v} refused: {why}"
+                                                               for v, why in refused.items()))
+            raise HTTPException(503, "; ".join(missing))
+        return current, key
 
     @app.get("/health", summary="The process is up")
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="A model is loaded and answering")
+    @app.get("/ready", summary="A model is loaded, the key is here: answering")
     def ready() -> dict:
-        return {"ready": True, "version": serving().version}
+        return {"ready": True, "version": serving()[0].version}
 
     @app.get("/model", summary="The model in service: version, metrics, lineage, refused versions and why")
     def model() -> dict:
-        return {**serving().info, "refused": keeper.refused}
+        return {**serving()[0].info, "refused": keeper.refused}
 
     batcher = Batcher()
 
     async def recommendations(body: RecommendationRequest) -> Json:  # type: ignore[valid-type]
-        current = serving()
+        current, key = serving()
         rec = current.recommender
         f = body.filters
         filters = None if f is None else Filters(f.categories, f.min_price, f.max_price, f.allow_items, f.deny_items)
@@ -451,8 +483,10 @@ async def _too_large(send, limit: int) -> None:
 
 
 def build(params: Params, model: str | None = None, *, follow: bool = True) -> FastAPI:
-    """The app for these params: key, model source, first load, and (for an alias) following it."""
-    key = load_key(params.ingest.key_file, create=False)
+    """The app for these params: key, model source, first load, and (for an alias) following it; ready or not."""
+    key = KeyWatch(params.ingest.key_file)
+    if key.get() is None:
+        log.warning("not serving yet: %s", key.missing)
     keeper = Keeper(source_from(params, model), threads=params.serve.threads)
     try:
         keeper.refresh()

@@ -14,9 +14,18 @@ KIND, _, N = os.environ.get("MAPWISE_CRASH_AT", "").partition(":")
 _calls = [0]
 
 
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def _die(parent: bool = False) -> None:
-    if parent:
-        os.kill(os.getppid(), signal.SIGKILL)
+    if parent:  # the caller; where dvc runs under flows/supervise.py, the supervisor and the caller above it
+        caller = os.getppid()
+        with open(f"/proc/{caller}/cmdline", "rb") as cmdline:
+            if b"supervise.py" in cmdline.read():
+                os.kill(_parent_of(caller), signal.SIGKILL)
+        os.kill(caller, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -1,0 +1,95 @@
+"""`Overrides`: what one run of the pipeline may change in params.yaml, as a model derived from `Params`.
+
+A Prefect flow taking `overrides: Overrides | None` gets a run form instead of free JSON: one group per
+section, each field with its type, description, bounds and choices. Every field defaults to None, meaning
+"as in params.yaml" (so a value cannot be overridden *to* null); `dotted()` gives what was set, in the
+form `mapwise.params.with_overrides` takes. Where things live or run is not a per-run choice: the
+`orchestrate`, `tracking` and `serve` sections, and every field whose type involves a `Path`, are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
+
+from mapwise.params import Params
+
+NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve"})
+
+
+class _Part(BaseModel):
+    """A section of overrides, or a section within one (`train.model`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _mentions_path(annotation: Any) -> bool:
+    """True when the type is, or contains, a Path (`Path`, `list[Path]`, `Path | None`...)."""
+    return annotation is Path or any(_mentions_path(arg) for arg in get_args(annotation))
+
+
+def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
+    """The field made optional (default None), keeping its description, bounds and choices; a section recurses."""
+    kind, description = field.annotation, field.description
+    if isinstance(kind, type) and issubclass(kind, BaseModel):  # a section (or train.model): its fields one by one
+        kind, description = _all_optional(kind), description or kind.__doc__
+    bounded = Annotated[kind, *field.metadata] if field.metadata else kind  # ge, lt, min_length...: on the value
+    return bounded | None, Field(None, description=description)
+
+
+def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
+    """`<Model>Overrides`: the model's fields not involving a Path, each optional; its docstring as description."""
+    fields = {name: _optional(f) for name, f in model.model_fields.items() if not _mentions_path(f.annotation)}
+    return create_model(f"{model.__name__}Overrides", __base__=_Part, __doc__=model.__doc__, **fields)
+
+
+class _Base(BaseModel):
+    """Params to change for this run only; what is left empty stays as in params.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_dotted(cls, data: Any) -> Any:
+        """Accept `{"train.max_epochs": 3}` (what --set and `prefect deployment run -p` give) as a nested dict."""
+        if not isinstance(data, dict) or not any(isinstance(k, str) and "." in k for k in data):
+            return data
+        nested: dict[str, Any] = {}
+        for key, value in sorted(data.items(), key=lambda kv: str(kv[0]).count(".")):  # "train" before "train.lr"
+            *parents, leaf = str(key).split(".")
+            node = nested
+            for i, part in enumerate(parents):
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"'{key}': {'.'.join(parents[: i + 1])} is a value, not a section")
+            node[leaf] = copy.deepcopy(value)
+        return nested
+
+    def dotted(self) -> dict[str, Any]:
+        """The values set, and not None, as JSON-ready `{"train.max_epochs": 3}` for `with_overrides`."""
+
+        def flatten(model: BaseModel, prefix: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if name not in model.model_fields_set or value is None:
+                    continue
+                if isinstance(value, _Part):
+                    out |= flatten(value, f"{prefix}{name}.")
+                else:
+                    out[f"{prefix}{name}"] = to_jsonable_python(value)
+            return out
+
+        return flatten(self, "")
+
+
+with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
+    warnings.filterwarnings("ignore", message='Field name "register"')
+    Overrides = create_model("Overrides", __base__=_Base, __doc__=_Base.__doc__, **{
+        name: _optional(field) for name, field in Params.model_fields.items() if name not in NOT_OVERRIDABLE})
