@@ -6,7 +6,8 @@ stages, then a stage runs when DVC found it changed or when an upstream stage ch
 anything ends by checking that `dvc status` is clean. A stage that exits 2 (`pipelines._stage.USER_ERROR`:
 the data or params are wrong) fails at once; any other failure (a crash, the DVC lock, a network error)
 is retried with exponential backoff. Each dvc command runs under `flows/supervise.py`: a cancel or a
-crash of the flow ends the stage's whole process group and checks the stage's outputs out again.
+crash of the flow ends the stage's whole process group and checks the stage's outputs out again; on a
+cancel, its uncached outputs (reports), which DVC deleted before running it, are put back from a copy.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from prefect.utilities.urls import url_for
 
 from flows.supervise import run_supervised
 from mapwise.errors import MapwiseError
+from mapwise.overrides import restored_if_stopped
 from mapwise.params import OrchestrateParams
 from mapwise.tracking import FLOW_RUN_ENV, FLOW_RUN_URL_ENV
 from pipelines._stage import USER_ERROR
@@ -70,11 +72,12 @@ def stage_graph(root: Path) -> tuple[list[str], dict[str, set[str]]]:
 UP_TO_DATE, RAN, RESTORED = "up to date", "ran", "restored from the run cache"
 
 
-def uncached_outputs(root: Path) -> list[Path]:
-    """What the stages write that DVC does not cache (reports, metrics, plots): a run's only copy of them."""
+def uncached_outputs(root: Path, verb: str | None = None) -> list[Path]:
+    """What the stages (or stage `verb`) write that DVC does not cache (reports, metrics, plots): the only copy."""
     repo = Repo(str(root))
     try:
-        return sorted({Path(o.fs_path) for s in repo.index.stages for o in s.outs if not o.use_cache})
+        stages = [s for s in repo.index.stages if verb in (None, s.addressing)]
+        return sorted({Path(o.fs_path) for s in stages for o in s.outs if not o.use_cache})
     finally:
         repo.close()
 
@@ -160,7 +163,8 @@ def run_stage(verb: str, root: str, up_to_date: bool = False) -> StageRun:
         print(f"Stage '{verb}' is up to date (dvc status)")
         return StageRun(verb, UP_TO_DATE, False, 0.0)
     start, before = time.perf_counter(), lock_entry(Path(root), verb)
-    done = dvc(verb, ["repro", "--single-item", verb], root, restore=["checkout", "--force", "--quiet", verb])
+    with restored_if_stopped(uncached_outputs(Path(root), verb), Path(root) / ".mapwise" / "stage-outputs"):
+        done = dvc(verb, ["repro", "--single-item", verb], root, restore=["checkout", "--force", "--quiet", verb])
     output = done.stdout + done.stderr
     print(_DVC_HINTS.sub("", output).strip())
     changed = lock_entry(Path(root), verb) != before

@@ -14,15 +14,21 @@ SCHEMA = Overrides.model_json_schema()
 
 
 def _field(schema: dict, section: str, name: str, defs: str = "$defs") -> dict:
-    """A field of a section in a JSON schema, its null alternative dropped: {"minimum": 1, "type": "integer"}..."""
-    ref = next(x["$ref"] for x in schema["properties"][section]["anyOf"] if "$ref" in x)
-    field = schema[defs][ref.rsplit("/", 1)[1]]["properties"][name]
-    value = next(x for x in field["anyOf"] if x.get("type") != "null")
-    return {**value, **{k: v for k, v in field.items() if k != "anyOf"}}
+    """A field of a section in a JSON schema: {"minimum": 1, "type": "integer"...}."""
+    ref = schema["properties"][section]["$ref"]
+    return schema[defs][ref.rsplit("/", 1)[1]]["properties"][name]
 
 
-def test_every_section_but_where_things_live_or_run():
-    assert set(SCHEMA["properties"]) == set(Params.model_fields) - {"orchestrate", "tracking", "serve"}
+def test_every_section_the_pipeline_reads_but_where_things_live_or_run():
+    assert set(SCHEMA["properties"]) == set(Params.model_fields) - {"orchestrate", "tracking", "serve", "tune", "score"}
+
+
+def test_the_form_has_plain_inputs_without_defaults_so_an_empty_field_is_not_sent():
+    """A null default would make Prefect's form send null for every field left empty, and fail its own schema check."""
+    for name, definition in SCHEMA["$defs"].items():
+        for field, spec in definition["properties"].items():
+            assert "default" not in spec, f"{name}.{field}"
+    assert all("default" not in spec and "$ref" in spec for spec in SCHEMA["properties"].values())
 
 
 def test_path_fields_are_left_out():
@@ -33,7 +39,7 @@ def test_path_fields_are_left_out():
 
 
 def test_fields_keep_description_bounds_and_choices():
-    epochs = {"type": "integer", "minimum": 1, "default": None, "title": "Max Epochs"}
+    epochs = {"type": "integer", "minimum": 1, "title": "Max Epochs"}
     assert _field(SCHEMA, "train", "max_epochs") == epochs
     patience = _field(SCHEMA, "train", "patience")
     assert patience["minimum"] == 1 and patience["description"] == "epochs without validation NDCG gain before stopping"
@@ -43,8 +49,8 @@ def test_fields_keep_description_bounds_and_choices():
     assert _field(SCHEMA, "train", "models")["items"]["enum"] == ["gru", "caser", "sasrec"]
     assert _field(SCHEMA, "train", "models")["minItems"] == 1
     assert SCHEMA["$defs"]["SplitParamsOverrides"]["description"] == Params.model_fields["split"].annotation.__doc__
-    assert SCHEMA["$defs"]["ModelParamsOverrides"]["properties"]["dropout"]["anyOf"][0] == {
-        "type": "number", "minimum": 0, "exclusiveMaximum": 1}  # train.model: field by field, not a whole ModelParams
+    dropout = SCHEMA["$defs"]["ModelParamsOverrides"]["properties"]["dropout"]
+    assert (dropout["type"], dropout["minimum"], dropout["exclusiveMaximum"]) == ("number", 0, 1)  # train.model: field by field
 
 
 def test_dotted_and_nested_input_give_the_same_overrides():
@@ -58,15 +64,13 @@ def test_dotted_and_nested_input_give_the_same_overrides():
 
 def test_unset_and_none_are_left_as_in_params_yaml():
     assert Overrides().dotted() == {}
-    ui = {"train": {"max_epochs": None, "lr": 0.01, "model": {"max_len": None}}, "split": None, "tune": {}}  # a form
+    ui = {"train": {"max_epochs": None, "lr": 0.01, "model": {"max_len": None}}, "split": None, "promote": {}}  # a form
     assert Overrides.model_validate(ui).dotted() == {"train.lr": 0.01}
 
 
 def test_values_come_out_as_plain_data():
-    space = {"lr": {"low": 0.1, "high": 1}}
-    done = Overrides.model_validate({"split.cutoff": "2011-10-01T00:00:00Z", "tune.space": space})
-    assert done.dotted() == {"split.cutoff": "2011-10-01T00:00:00Z",
-                             "tune.space": {"lr": {"low": 0.1, "high": 1, "log": False}}}
+    done = Overrides.model_validate({"split.cutoff": "2011-10-01T00:00:00Z", "evaluate.ks": (5, 10)})
+    assert done.dotted() == {"split.cutoff": "2011-10-01T00:00:00Z", "evaluate.ks": [5, 10]}
 
 
 @pytest.mark.parametrize(("given", "named"), [
@@ -75,6 +79,7 @@ def test_values_come_out_as_plain_data():
     ({"train": {"max_epoch": 3}}, "train.max_epoch: unknown key"),
     ({"train.out_dir": "elsewhere"}, "train.out_dir: unknown key"),
     ({"serve.port": 1}, "serve: unknown key"),
+    ({"tune.trials": 1}, "tune: unknown key"),
     ({"train.max_epochs": 0}, "train.max_epochs: Input should be greater than or equal to 1"),
     ({"split.method": "random"}, "split.method: Input should be 'temporal' or 'leave_last_out'"),
     ({"train": 3, "train.lr": 1}, "'train.lr': train is a value, not a section"),

@@ -113,3 +113,25 @@ def test_overridden_params_and_kept_paths_come_back_byte_for_byte(tmp_path: Path
     (backup_dir(path) / "0-params.yaml").parent.mkdir(parents=True)
     (backup_dir(path) / "0-params.yaml").write_text("a copy killed before its manifest\n")
     assert not restore_interrupted(path) and path.read_bytes() == original and not backup_dir(path).exists()
+
+
+def test_outputs_are_put_back_when_a_stage_is_stopped_not_when_it_fails(tmp_path: Path):
+    from mapwise.overrides import restored_if_stopped
+
+    report, plots, copy = tmp_path / "train.json", tmp_path / "plots", tmp_path / ".copy"
+    report.write_text("before")
+    (plots / "a.csv").parent.mkdir()
+    (plots / "a.csv").write_text("a")
+
+    def dvc_deletes_them():
+        report.unlink()
+        shutil.rmtree(plots)
+
+    with pytest.raises(KeyboardInterrupt), restored_if_stopped([report, plots], copy):
+        dvc_deletes_them()
+        raise KeyboardInterrupt  # a cancel
+    assert report.read_text() == "before" and (plots / "a.csv").read_text() == "a" and not copy.exists()
+    with pytest.raises(RuntimeError), restored_if_stopped([report, plots], copy):
+        dvc_deletes_them()
+        raise RuntimeError("the stage failed: DVC's state stands, and the next run re-runs it")
+    assert not report.exists() and not plots.exists() and not copy.exists()

@@ -20,13 +20,23 @@ from pydantic_core import to_jsonable_python
 
 from mapwise.params import Params
 
-NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve"})
+NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve", "tune", "score"})  # not pipeline stages, or not per run
+
+
+def _set(data: Any) -> Any:
+    """What a form or caller set: None means "as in params.yaml", so it is dropped."""
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class _Part(BaseModel):
     """A section of overrides, or a section within one (`train.model`)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unset(cls, data: Any) -> Any:
+        return _set(data)
 
 
 def _mentions_path(annotation: Any) -> bool:
@@ -40,7 +50,12 @@ def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
     if isinstance(kind, type) and issubclass(kind, BaseModel):  # a section (or train.model): its fields one by one
         kind, description = _all_optional(kind), description or kind.__doc__
     bounded = Annotated[kind, *field.metadata] if field.metadata else kind  # ge, lt, min_length...: on the value
-    return bounded | None, Field(None, description=description)
+    return bounded, Field(None, description=description, json_schema_extra=_no_default)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """No default in the form's schema: a field left empty is then not sent (a null default would be, and fail)."""
+    schema.pop("default", None)
 
 
 def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
@@ -57,7 +72,8 @@ class _Base(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _nest_dotted(cls, data: Any) -> Any:
-        """Accept `{"train.max_epochs": 3}` (what --set and `prefect deployment run -p` give) as a nested dict."""
+        """Accept `{"train.max_epochs": 3}` (what --set gives) as a nested dict; None values are not set."""
+        data = _set(data)
         if not isinstance(data, dict) or not any(isinstance(k, str) and "." in k for k in data):
             return data
         nested: dict[str, Any] = {}

@@ -79,6 +79,24 @@ def restore_interrupted(path: Path) -> bool:
 
 
 @contextmanager
+def restored_if_stopped(paths: Iterable[Path], folder: Path) -> Iterator[None]:
+    """Copies of `paths`, put back if the block is stopped (Ctrl-C, a cancel's signal), not if it fails or ends.
+
+    For what DVC deletes before it runs a stage and cannot check out again: outputs it does not cache.
+    """
+    _save(paths, folder)
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        _restore(folder)
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
 def params_overridden(path: Path, overrides: dict[str, object], keep: Iterable[Path] = ()) -> Iterator[Params]:
     """The params with `overrides` applied, written to `path` while the block runs (validated before).
 
