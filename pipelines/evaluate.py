@@ -44,9 +44,14 @@ def _plots(report: dict, ks: list[int], folder: Path) -> None:
 def stage(params: Params) -> None:
     p = params.evaluate
     split = load_split(params.split.out_dir)
-    scorers = {}
+    scorers, skipped = {}, {}
     for name in p.baselines:
-        baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours)
+        if name == "ease" and split.n_items > p.ease_max_items:
+            skipped[name] = f"{split.n_items} items, over evaluate.ease_max_items ({p.ease_max_items})"
+            print(f"evaluate: baseline ease skipped: {skipped[name]}")
+            continue
+        baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours,
+                                  recency_half_life=p.recency_half_life, ease_l2=p.ease_l2, ease_max_items=p.ease_max_items)
         scorers[name] = baseline.fit(split.train, split.n_items).score
     for name in params.train.models:
         path = params.train.out_dir / f"{name}.pt"
@@ -55,6 +60,8 @@ def stage(params: Params) -> None:
         scorers[name] = network_scorer(load_network(path))
     report = evaluate(split, scorers, ks=sorted(p.ks), slices=customer_slices(params), baselines=p.baselines,
                       bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
+    if skipped:
+        report["skipped_baselines"] = skipped
     report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),
                        "horizon_end": (params.split.cutoff + timedelta(days=params.split.horizon_days)).isoformat()}
     write_json(p.report, report)

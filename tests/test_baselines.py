@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mapwise.baselines import BASELINES, ItemKNN, PersonalPopularity, Popularity, build_baseline
+from mapwise.baselines import EASE, BASELINES, ItemKNN, PersonalPopularity, Popularity, RecencyFrequency, build_baseline
 from mapwise.metrics import top_k
 
 N_ITEMS = 5
@@ -95,3 +95,24 @@ def test_item_knn_keeps_only_the_nearest_neighbours():
 def test_build_baseline_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown baseline"):
         build_baseline("random", popularity_window_days=7, knn_neighbours=2)
+
+
+def test_recency_frequency_weighs_recent_purchases_more_and_ranks_bought_items_first():
+    model = RecencyFrequency(half_life=1).fit(TRAIN, N_ITEMS)
+    scores = model.score([np.array([2, 5, 5, 5]), np.array([3, 3, 1])])
+    # item 5: 1 + (0.25 + 0.5 + 1); item 2: 1 + 0.125; never bought: global popularity's dense rank / 4 * 0.5
+    np.testing.assert_allclose(scores[0, 1:], [0.375, 1.125, 0.125, 0.25, 2.75])
+    assert scores[1, 1] == 2.0 and scores[1, 3] == 1.75, "bought once lately beats bought twice long ago"
+    assert top_k(scores, 5)[0].tolist() == [5, 2, 1, 4, 3]
+
+
+def test_ease_weights_match_the_closed_form_on_a_hand_built_case():
+    # a and b bought items 1 and 2, c bought item 3: with lambda = 1, G = [[3, 2, 0], [2, 3, 0], [0, 0, 2]],
+    # P = G^-1 has P12 = -2/5, P22 = 3/5, so B12 = -P12 / P22 = 2/3; item 3 is unrelated: B13 = 0
+    train = frame([("a", 1, 0), ("a", 2, 0), ("b", 1, 1), ("b", 2, 1), ("c", 3, 2)])
+    model = EASE(l2=1, max_items=10).fit(train, 3)
+    np.testing.assert_allclose(model.weights_[1:, 1:], [[0, 2 / 3, 0], [2 / 3, 0, 0], [0, 0, 0]], atol=1e-6)
+    scores = model.score([np.array([1])])
+    assert abs(scores[0, 2] - 2 / 3) < 1e-5 and top_k(scores, 1)[0].tolist() == [2]
+    with pytest.raises(ValueError, match="over evaluate.ease_max_items"):
+        EASE(l2=1, max_items=2).fit(train, 3)

@@ -66,10 +66,10 @@ def test_evaluate_stage_end_to_end(tmp_path):
     report = json.loads((root / "reports/evaluate.json").read_text())
     for variant in ("all_items", "new_items"):
         recs = report[variant]["recommenders"]
-        assert set(recs) == {"gru", "popularity", "personal_popularity", "item_knn"}
+        assert set(recs) == {"gru", "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
         low, high = recs["gru"]["ndcg@10_ci"]
         assert low <= recs["gru"]["ndcg@10"] <= high
-        assert recs["gru"]["ndcg@10_vs_best_baseline"]["baseline"] in {"popularity", "personal_popularity", "item_knn"}
+        assert recs["gru"]["ndcg@10_vs_best_baseline"]["baseline"] in {"popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
         assert set(recs["gru"]["slices"]) == {"segment", "tenure"}
     assert "NDCG@10" in done.stdout
     assert (root / "reports/plots/ndcg_vs_k.png").stat().st_size > 1000

@@ -127,7 +127,7 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     assert _git("show", f"{recorded['commit']}:dvc.lock") == Path("dvc.lock").read_text(), "the commit holds this run's lock"
     assert client(_tracking()).get_model_version(MODEL, "1").tags["git_commit"] == recorded["commit"]
     evaluation = json.loads(by_key["evaluation"].data)
-    assert {row["recommender"] for row in evaluation} == {"gru", "popularity", "personal_popularity", "item_knn"}
+    assert {row["recommender"] for row in evaluation} == {"gru", "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
     gate = by_key["gate-decision"].data
     assert "# Gate: promote version 1" in gate and f"/#/models/{MODEL}/versions/1" in gate
     assert result["decision"]["run_id"] in gate

@@ -154,6 +154,77 @@ class ItemKNN:
         return _finish(scores)
 
 
+class RecencyFrequency:
+    """The user's own purchases weighted by recency, the personal part of TIFU-KNN (Hu et al., SIGIR 2020).
+
+    A purchase `n` steps before the latest weighs 0.5 ** (n / half_life); an item's score is 1 + the sum of its
+    weights, so every item the user bought ranks above every other, re-bought-lately first. Items never bought
+    follow by global all-time popularity in [0, 0.5).
+    """
+
+    def __init__(self, half_life: float) -> None:
+        if half_life <= 0:
+            raise ValueError(f"half_life must be positive, got {half_life}")
+        self.half_life = half_life
+
+    def fit(self, train: pl.DataFrame, n_items: int) -> Self:
+        self.n_items_ = n_items
+        self.global_ = _tie_breaker(_item_counts(train[ITEM_IDX], n_items), 0.5)
+        return self
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        scores = np.broadcast_to(self.global_, (len(histories), self.n_items_ + 1)).copy()
+        for row, history in enumerate(histories):
+            items = np.asarray(history, dtype=np.int64).ravel()
+            if items.size:
+                weights = 0.5 ** (np.arange(items.size - 1, -1, -1) / self.half_life)
+                seen = np.unique(items)
+                scores[row, seen] = 1.0
+                np.add.at(scores[row], items, weights.astype(np.float32))
+        return _finish(scores)
+
+
+class EASE:
+    """Embarrassingly Shallow Autoencoder (Steck, WWW 2019): item-item weights in closed form.
+
+    B = I - P diag(1 / diag(P)) with P = (X^T X + lambda I)^-1 over the binary user-item matrix X, diag(B) = 0;
+    a user's scores are x_u B. Dense in the catalogue size: refused above `max_items` items.
+    """
+
+    def __init__(self, l2: float, max_items: int) -> None:
+        if l2 <= 0:
+            raise ValueError(f"l2 must be positive, got {l2}")
+        self.l2, self.max_items = l2, max_items
+
+    def fit(self, train: pl.DataFrame, n_items: int) -> Self:
+        if n_items > self.max_items:
+            raise ValueError(f"EASE needs a dense {n_items} x {n_items} matrix; the catalogue is over "
+                             f"evaluate.ease_max_items ({self.max_items})")
+        self.n_items_ = n_items
+        users = train.select(pl.col(c.CUSTOMER_ID).rank("dense") - 1).to_series().to_numpy()
+        counts = _item_counts(train[ITEM_IDX], n_items)  # validates the indices
+        bought = sp.csr_matrix((np.ones(len(users), dtype=np.float64), (users, train[ITEM_IDX].to_numpy())),
+                               shape=(int(users.max()) + 1, n_items + 1))
+        bought.sum_duplicates()
+        bought.data[:] = 1.0
+        gram = (bought.T @ bought).toarray()
+        gram[np.diag_indices_from(gram)] += self.l2
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)
+        weights[np.diag_indices_from(weights)] = 0.0
+        weights[0, :] = weights[:, 0] = 0.0
+        self.weights_ = weights.astype(np.float32)
+        self.global_ = _tie_breaker(counts, 1e-6)
+        return self
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        distinct = _history_matrix(histories, self.n_items_)
+        distinct.data[:] = 1.0
+        scores = np.asarray(distinct @ self.weights_)
+        scores += self.global_
+        return _finish(scores)
+
+
 def _top_per_row(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int, n: int
 ) -> sp.csr_matrix:
@@ -168,16 +239,21 @@ def _top_per_row(
 BASELINES: dict[str, Callable[..., Baseline]] = {
     "popularity": Popularity,
     "personal_popularity": PersonalPopularity,
+    "recency_frequency": RecencyFrequency,
     "item_knn": ItemKNN,
+    "ease": EASE,
 }
 
 
-def build_baseline(name: str, *, popularity_window_days: int, knn_neighbours: int) -> Baseline:
+def build_baseline(name: str, *, popularity_window_days: int, knn_neighbours: int, recency_half_life: float = 20,
+                   ease_l2: float = 500, ease_max_items: int = 10_000) -> Baseline:
     """An unfitted baseline by name, configured from the `evaluate` params."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)}")
     options = {
         "popularity": {"window_days": popularity_window_days},
+        "recency_frequency": {"half_life": recency_half_life},
         "item_knn": {"neighbours": knn_neighbours},
+        "ease": {"l2": ease_l2, "max_items": ease_max_items},
     }
     return BASELINES[name](**options.get(name, {}))

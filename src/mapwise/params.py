@@ -148,9 +148,13 @@ class EvaluateParams(_Section):
 
     ks: list[int] = Field([5, 10, 20], min_length=1)
     headline_k: int = Field(10, ge=1, description="K of the headline NDCG (with intervals); one of ks")
-    baselines: list[Literal["popularity", "personal_popularity", "item_knn"]] = ["popularity", "personal_popularity", "item_knn"]
+    baselines: list[Literal["popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"]] = [
+        "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"]
     popularity_window_days: int = Field(30, ge=1)
     knn_neighbours: int = Field(100, ge=1)
+    recency_half_life: float = Field(20, gt=0, description="recency_frequency: purchases after which a purchase weighs half")
+    ease_l2: float = Field(500, gt=0, description="EASE: L2 regularisation (lambda) of the item-item weights")
+    ease_max_items: int = Field(10_000, ge=1, description="EASE is skipped above this many items (a dense n x n inverse)")
     bootstrap: int = Field(1000, ge=100)
     seed: int = 0
     report: Path = Path("reports/evaluate.json")
