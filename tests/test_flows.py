@@ -395,8 +395,14 @@ def test_from_the_ui_a_typed_form_one_line_failures_and_a_cancel_that_stops_the_
         failed = _until(lambda: _finished(bad.id), 300, "the run with a failing stage ends")
         reason = "register: register.candidate: 'sasrec' is not in train.models ['gru']"
         assert failed.state.is_failed() and failed.state.message == reason
-        with get_client(sync_client=True) as c:
-            logs = [log.message for log in c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad.id])))]
+
+        def run_logs() -> list[str]:
+            with get_client(sync_client=True) as c:
+                return [log.message for log in c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad.id])))]
+
+        # the run's logs reach the API after its final state: wait for its last lines
+        logs = _until(lambda: (found := run_logs()) and any("Finished in state Failed" in m for m in found) and found, 60,
+                      "the failed run's logs arrive")
         assert f"Failed: {reason}" in logs, logs
         assert not [m for m in logs if "Traceback" in m or "unexpected exception" in m], logs
 
