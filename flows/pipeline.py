@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from flows.artifacts import publish
 from flows.record import point_versions_at, push, record_run
-from flows.stages import checkout, failed_on_error, one_at_a_time, run_all, uncached_outputs
+from flows.stages import checkout, failed_on_error, one_at_a_time, run_all, stage_graph
 from mapwise.errors import MapwiseError, describe
 from mapwise.overridable import Overrides
 from mapwise.overrides import params_overridden, restore_interrupted
@@ -41,15 +41,16 @@ def run_stages(root: Path, params_file: Path, overrides: dict[str, Any]) -> dict
     if restore_interrupted(params_file):
         get_run_logger().warning(f"{params_file}: an interrupted override run had left its changes; put the workspace back")
         checkout(root)
-    name = _experiment_name()
+    name, graph = _experiment_name(), stage_graph(root)
     try:
-        with params_overridden(params_file, overrides, [root / "dvc.lock", *uncached_outputs(root)]) as params:
-            runs = run_all(root, params.orchestrate)
+        with params_overridden(params_file, overrides, [root / "dvc.lock", *graph.all_uncached()]) as params:
+            runs = run_all(root, params.orchestrate, graph)
             recorded = version = None
             if any(r.changed for r in runs):
                 p = params.orchestrate
                 if p.record:
-                    recorded = record_run(str(root), name, f"mapwise {name}: overrides {json.dumps(overrides)}", params)
+                    recorded = record_run(str(root), name, f"mapwise {name}: overrides {json.dumps(overrides)}", params,
+                                          graph)
                 if recorded:
                     version = point_versions_at(params, recorded, any(r.stage == "register" and r.changed for r in runs))
                 if p.push:

@@ -15,10 +15,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvc.repo import Repo
 from prefect import get_run_logger, task
 
-from flows.stages import dvc
+from flows.stages import Graph, dvc
 from mapwise.params import Params
 from mapwise.registry import record_reproduction
 
@@ -37,24 +36,19 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
 
-def _inputs(root: Path, params: Params) -> list[str]:
+def _inputs(root: Path, params: Params, graph: Graph) -> list[str]:
     """Untracked files a run read or made that git must hold for a clone to reproduce it: new code or mappings
     under the stages' deps, reports and other uncached outputs, accepted batches' `.dvc` files, the ledger, and
     the `.gitignore` files DVC writes beside outputs."""
-    repo = Repo(str(root))
-    try:
-        stages = repo.index.stages
-        paths = {d.fs_path for s in stages for d in s.deps} | {o.fs_path for s in stages for o in s.outs if not o.use_cache}
-    finally:
-        repo.close()
-    paths = {os.path.relpath(p, root) for p in paths} | {str(params.ingest.batches_dir), str(params.orchestrate.ledger)}
+    paths = {os.path.relpath(p, root) for p in [*graph.deps, *graph.all_uncached()]}
+    paths |= {str(params.ingest.batches_dir), str(params.orchestrate.ledger)}
     inside = sorted(p for p in paths if not p.startswith(".."))
     listed = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", *inside, ":(glob)**/.gitignore").stdout
     return [p for p in listed.split("\0") if p]
 
 
 @task(name="record", task_run_name="record", log_prints=True)
-def record_run(root: str, name: str, message: str, params: Params) -> Recorded | None:
+def record_run(root: str, name: str, message: str, params: Params, graph: Graph) -> Recorded | None:
     """`dvc exp save` of the workspace as experiment `name`; None, with a warning, where git cannot hold it."""
     where = Path(root)
     if _git(where, "rev-parse", "--verify", "-q", "HEAD").returncode != 0:
@@ -63,7 +57,7 @@ def record_run(root: str, name: str, message: str, params: Params) -> Recorded |
         return None
     if not _git(where, "config", "user.email").stdout.strip():
         os.environ.update({k: v for k, v in _IDENTITY.items() if k not in os.environ})  # no identity configured here
-    untracked = _inputs(where, params)
+    untracked = _inputs(where, params, graph)
     dvc("record", ["exp", "save", "-n", name, "-m", message, *(a for path in untracked for a in ("--include-untracked", path))],
         root)
     refs = _git(where, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")

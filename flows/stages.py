@@ -56,30 +56,38 @@ class StageFailed(RuntimeError):
         self.permanent = code == USER_ERROR
 
 
-def stage_graph(root: Path) -> tuple[list[str], dict[str, set[str]]]:
-    """The pipeline stages of `dvc.yaml` in an order DVC can run them (ties in file order), and each one's upstream stages."""
+@dataclass(frozen=True)
+class Graph:
+    """What a run needs of `dvc.yaml`, read once: the stages in an order DVC can run them (ties in file order),
+    each one's upstream stages and uncached outputs (reports, metrics, plots: DVC holds no copy), and every dep."""
+
+    order: list[str]
+    upstream: dict[str, set[str]]
+    uncached: dict[str, list[Path]]
+    deps: list[Path]
+
+    def all_uncached(self) -> list[Path]:
+        return [path for verb in self.order for path in self.uncached[verb]]
+
+
+def stage_graph(root: Path) -> Graph:
+    """The pipeline of `dvc.yaml` as DVC reads it."""
     repo = Repo(str(root))
     try:
         graph = repo.index.graph  # edges run from a stage to what it depends on
         rank = {stage: i for i, stage in enumerate(repo.index.stages)}
         ordered = [s for s in nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: rank[s]) if s.cmd]
-        upstream = {s.addressing: {u.addressing for u in nx.descendants(graph, s) if u.cmd} for s in ordered}
-        return [s.addressing for s in ordered], upstream
+        return Graph(
+            order=[s.addressing for s in ordered],
+            upstream={s.addressing: {u.addressing for u in nx.descendants(graph, s) if u.cmd} for s in ordered},
+            uncached={s.addressing: sorted({Path(o.fs_path) for o in s.outs if not o.use_cache}) for s in ordered},
+            deps=sorted({Path(d.fs_path) for s in repo.index.stages for d in s.deps}),
+        )
     finally:
         repo.close()
 
 
 UP_TO_DATE, RAN, RESTORED = "up to date", "ran", "restored from the run cache"
-
-
-def uncached_outputs(root: Path, verb: str | None = None) -> list[Path]:
-    """What the stages (or stage `verb`) write that DVC does not cache (reports, metrics, plots): the only copy."""
-    repo = Repo(str(root))
-    try:
-        stages = [s for s in repo.index.stages if verb in (None, s.addressing)]
-        return sorted({Path(o.fs_path) for s in stages for o in s.outs if not o.use_cache})
-    finally:
-        repo.close()
 
 
 @dataclass(frozen=True)
@@ -154,16 +162,17 @@ def changed_stages(root: str) -> set[str]:
 
 
 @task(retry_condition_fn=_transient, log_prints=True)
-def run_stage(verb: str, root: str, up_to_date: bool = False) -> StageRun:
+def run_stage(verb: str, root: str, up_to_date: bool = False, uncached: list[Path] | None = None) -> StageRun:
     """`dvc repro --single-item <verb>`: runs the stage if DVC finds it changed, else skips it.
 
     `up_to_date`: `dvc status` found neither the stage nor anything upstream changed, so no DVC call is needed.
+    `uncached`: the stage's uncached outputs, put back if the stage is stopped (`Graph.uncached`).
     """
     if up_to_date:
         print(f"Stage '{verb}' is up to date (dvc status)")
         return StageRun(verb, UP_TO_DATE, False, 0.0)
     start, before = time.perf_counter(), lock_entry(Path(root), verb)
-    with restored_if_stopped(uncached_outputs(Path(root), verb), Path(root) / ".mapwise" / "stage-outputs"):
+    with restored_if_stopped(uncached or [], Path(root) / ".mapwise" / "stage-outputs"):
         done = dvc(verb, ["repro", "--single-item", verb], root, restore=["checkout", "--force", "--quiet", verb])
     output = done.stdout + done.stderr
     print(_DVC_HINTS.sub("", output).strip())
@@ -195,16 +204,15 @@ def with_retries(task_fn, name: str, p: OrchestrateParams):
                                 retry_delay_seconds=exponential_backoff(backoff_factor=p.retry_delay_seconds))
 
 
-def run_all(root: Path, p: OrchestrateParams) -> list[StageRun]:
+def run_all(root: Path, p: OrchestrateParams, graph: Graph) -> list[StageRun]:
     """Every stage in order, as one task each; DVC is asked only about stages that may have changed."""
-    order, upstream = stage_graph(root)
     changed = with_retries(changed_stages, "status", p)(str(root))
     runs: list[StageRun] = []
-    for verb in order:
-        fresh = verb in changed or any(r.changed for r in runs if r.stage in upstream[verb])
-        runs.append(with_retries(run_stage, verb, p)(verb, str(root), up_to_date=not fresh))
+    for verb in graph.order:
+        fresh = verb in changed or any(r.changed for r in runs if r.stage in graph.upstream[verb])
+        runs.append(with_retries(run_stage, verb, p)(verb, str(root), up_to_date=not fresh, uncached=graph.uncached[verb]))
     if any(r.ran for r in runs):
-        verify.with_options(name="verify", task_run_name="verify")(str(root), order)
+        verify.with_options(name="verify", task_run_name="verify")(str(root), graph.order)
     return runs
 
 

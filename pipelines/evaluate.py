@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from mapwise.baselines import build_baseline  # noqa: E402
+from mapwise.baselines import TooLarge, build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
 from mapwise.models.training import load_network  # noqa: E402
@@ -46,13 +46,13 @@ def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
     scorers, skipped = {}, {}
     for name in p.baselines:
-        if name == "ease" and split.n_items > p.ease_max_items:
-            skipped[name] = f"{split.n_items} items, over evaluate.ease_max_items ({p.ease_max_items})"
-            print(f"evaluate: baseline ease skipped: {skipped[name]}")
-            continue
         baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours,
                                   recency_half_life=p.recency_half_life, ease_l2=p.ease_l2, ease_max_items=p.ease_max_items)
-        scorers[name] = baseline.fit(split.train, split.n_items).score
+        try:
+            scorers[name] = baseline.fit(split.train, split.n_items).score
+        except TooLarge as err:
+            skipped[name] = str(err)
+            print(f"evaluate: baseline {name} skipped: {err}")
     for name in params.train.models:
         path = params.train.out_dir / f"{name}.pt"
         if not path.exists():

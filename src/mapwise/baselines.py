@@ -63,6 +63,16 @@ def _history_matrix(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_mat
     return matrix
 
 
+def _bought(train: pl.DataFrame, n_items: int, dtype: type) -> sp.csr_matrix:
+    """Who bought what, 1 per (customer, item) however often: `[customers, n_items + 1]`."""
+    users = train.select(pl.col(c.CUSTOMER_ID).rank("dense") - 1).to_series().to_numpy()
+    items = train[ITEM_IDX].to_numpy().astype(np.int64)
+    bought = sp.csr_matrix((np.ones(len(users), dtype=dtype), (users, items)), shape=(int(users.max()) + 1, n_items + 1))
+    bought.sum_duplicates()
+    bought.data[:] = 1.0
+    return bought
+
+
 def _finish(scores: np.ndarray) -> np.ndarray:
     """float32 scores with the padding column at -inf."""
     scores = np.ascontiguousarray(scores, dtype=np.float32)
@@ -124,14 +134,7 @@ class ItemKNN:
         self.n_items_ = n_items
         counts = _item_counts(train[ITEM_IDX], n_items)
         self.global_ = _tie_breaker(counts, 1e-3)
-        users = train.select(pl.col(c.CUSTOMER_ID).rank("dense") - 1).to_series().to_numpy()
-        items = train[ITEM_IDX].to_numpy().astype(np.int64)
-        bought = sp.csr_matrix(
-            (np.ones(len(users), dtype=np.float32), (users, items)),
-            shape=(int(users.max()) + 1, n_items + 1),
-        )
-        bought.sum_duplicates()
-        bought.data[:] = 1.0
+        bought = _bought(train, n_items, np.float32)
         norms = np.sqrt(np.asarray(bought.sum(axis=0)).ravel())
         inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
         by_item = bought.T.tocsr()
@@ -184,6 +187,10 @@ class RecencyFrequency:
         return _finish(scores)
 
 
+class TooLarge(ValueError):
+    """The catalogue is too large for this baseline: the evaluate stage skips it and says why."""
+
+
 class EASE:
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019): item-item weights in closed form.
 
@@ -198,15 +205,11 @@ class EASE:
 
     def fit(self, train: pl.DataFrame, n_items: int) -> Self:
         if n_items > self.max_items:
-            raise ValueError(f"EASE needs a dense {n_items} x {n_items} matrix; the catalogue is over "
-                             f"evaluate.ease_max_items ({self.max_items})")
+            raise TooLarge(f"{n_items} items need a dense {n_items} x {n_items} inverse, over "
+                           f"evaluate.ease_max_items ({self.max_items})")
         self.n_items_ = n_items
-        users = train.select(pl.col(c.CUSTOMER_ID).rank("dense") - 1).to_series().to_numpy()
         counts = _item_counts(train[ITEM_IDX], n_items)  # validates the indices
-        bought = sp.csr_matrix((np.ones(len(users), dtype=np.float64), (users, train[ITEM_IDX].to_numpy())),
-                               shape=(int(users.max()) + 1, n_items + 1))
-        bought.sum_duplicates()
-        bought.data[:] = 1.0
+        bought = _bought(train, n_items, np.float64)
         gram = (bought.T @ bought).toarray()
         gram[np.diag_indices_from(gram)] += self.l2
         inverse = np.linalg.inv(gram)
