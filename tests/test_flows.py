@@ -92,10 +92,12 @@ def test_notify_and_watch_say_what_is_wrong_in_one_line(tmp_path, monkeypatch):
 
 
 def test_stage_order_and_upstream_come_from_dvc(repo):
-    order, upstream = stage_graph(Path.cwd())
+    graph = stage_graph(Path.cwd())
+    order, upstream = graph.order, graph.upstream
     assert order == STAGES
     assert upstream["ingest"] == set() and upstream["profile"] == {"ingest"}
     assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "register"}
+    assert Path.cwd() / "reports/train.json" in graph.uncached["train"] and graph.uncached["split"] != []
 
 
 def _dvc_status() -> str:
@@ -396,13 +398,15 @@ def test_from_the_ui_a_typed_form_one_line_failures_and_a_cancel_that_stops_the_
         reason = "register: register.candidate: 'sasrec' is not in train.models ['gru']"
         assert failed.state.is_failed() and failed.state.message == reason
 
-        def run_logs() -> list[str]:
+        def run_logs() -> list:
             with get_client(sync_client=True) as c:
-                return [log.message for log in c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad.id])))]
+                return c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad.id])))
 
-        # the run's logs reach the API after its final state: wait for its last lines
-        logs = _until(lambda: (found := run_logs()) and any("Finished in state Failed" in m for m in found) and found, 60,
-                      "the failed run's logs arrive")
+        # the run's logs reach the API after its final state: wait for the flow's own last line (not a task's)
+        found = _until(lambda: (got := run_logs()) and any(
+            log.task_run_id is None and log.message.startswith("Finished in state") for log in got) and got, 60,
+            "the failed run's last log line arrives")
+        logs = [log.message for log in found]
         assert f"Failed: {reason}" in logs, logs
         assert not [m for m in logs if "Traceback" in m or "unexpected exception" in m], logs
 
