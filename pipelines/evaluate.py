@@ -1,4 +1,8 @@
-"""DVC stage `evaluate`: full-ranking metrics of models and baselines on the test window (params: evaluate)."""
+"""DVC stage `evaluate`: full-ranking metrics of models and baselines on the test window (params: evaluate).
+
+With `train.refit`, the models scored are the refit ones and the baselines are fitted on the same
+data (everything before the test); the validation-selected models' scores are reported beside them.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import polars as pl  # noqa: E402
 
 from mapwise.baselines import TooLarge, build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
-from mapwise.evaluate import VARIANTS, evaluate, network_scorer  # noqa: E402
+from mapwise.evaluate import VARIANTS, before_refit, evaluate, network_scorer  # noqa: E402
 from mapwise.models.training import load_network  # noqa: E402
 from mapwise.params import Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.slices import customer_slices  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
+from pipelines.train import SELECTED  # noqa: E402
 
 
 def _plots(report: dict, ks: list[int], folder: Path) -> None:
@@ -45,11 +50,12 @@ def stage(params: Params) -> None:
     p = params.evaluate
     split = load_split(params.split.out_dir)
     scorers, skipped = {}, {}
+    history = split.refit if params.train.refit else split.train  # what the models learnt from: all before the test
     for name in p.baselines:
         baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours,
                                   recency_half_life=p.recency_half_life, ease_l2=p.ease_l2, ease_max_items=p.ease_max_items)
         try:
-            scorers[name] = baseline.fit(split.train, split.n_items).score
+            scorers[name] = baseline.fit(history, split.n_items).score
         except TooLarge as err:
             skipped[name] = str(err)
             print(f"evaluate: baseline {name} skipped: {err}")
@@ -58,8 +64,13 @@ def stage(params: Params) -> None:
         if not path.exists():
             raise MapwiseError(f"{path}: not found; run the train stage first")
         scorers[name] = network_scorer(load_network(path))
-    report = evaluate(split, scorers, ks=sorted(p.ks), slices=customer_slices(params), baselines=p.baselines,
+    slices = customer_slices(params)
+    report = evaluate(split, scorers, ks=sorted(p.ks), slices=slices, baselines=p.baselines,
                       bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
+    selected = {name: params.train.out_dir / SELECTED.format(name=name) for name in params.train.models}
+    if params.train.refit and all(path.exists() for path in selected.values()):
+        report["before_refit"] = before_refit(split, report, {n: network_scorer(load_network(f)) for n, f in selected.items()},
+                                              ks=sorted(p.ks), headline_k=p.headline_k, bootstrap=p.bootstrap, seed=p.seed)
     if skipped:
         report["skipped_baselines"] = skipped
     report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),

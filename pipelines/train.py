@@ -1,4 +1,4 @@
-"""DVC stage `train`: fit each sequence model on the split, select on validation (params: train, tracking)."""
+"""DVC stage `train`: fit each sequence model on the split, select on validation, refit (params: train, tracking)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,93 @@ import csv
 import sys
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_only
+import matplotlib
 
-from mapwise.models.training import export_network, train_model
-from mapwise.params import Params
-from mapwise.split import load_split
-from mapwise.tracking import flow_run_tags, mlflow_logger
-from pipelines._stage import lineage, run, write_json
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+
+from mapwise.models.module import VAL_METRIC  # noqa: E402
+from mapwise.models.training import RefitResult, TrainResult, export_network, refit_model, train_model  # noqa: E402
+from mapwise.params import Params  # noqa: E402
+from mapwise.split import load_split  # noqa: E402
+from mapwise.tracking import flow_run_tags, mlflow_logger  # noqa: E402
+from pipelines._stage import lineage, run, write_json  # noqa: E402
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
+SELECTED = "{name}.selected.pt"  # the validation-selected network, kept beside the refit one for the report
+
+
+def _plot(r: TrainResult, path: Path) -> None:
+    """Validation NDCG and train loss against steps, the chosen step marked, the stop reason in the title."""
+    steps = [row["step"] for row in r.curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [row[VAL_METRIC] for row in r.curve], marker=".", label="validation NDCG@10")
+    ax.axvline(r.best_step, color="green", linestyle="--", label=f"chosen: step {r.best_step}")
+    ax.set(xlabel="optimizer step", ylabel="validation NDCG@10",
+           title=f"{r.name}: stopped at step {r.steps} of {r.budget_steps} ({r.stop_reason})")
+    loss = ax.twinx()
+    loss.plot(steps, [row["train_loss"] for row in r.curve], color="grey", alpha=0.6, label="train loss")
+    loss.set_ylabel("train loss")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 @rank_zero_only
-def _write_outputs(results: list, run_ids: dict, out_dir: Path, plots_dir: Path, report: Path) -> None:
+def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], run_ids: dict, out_dir: Path,
+                   plots_dir: Path, report: Path) -> None:
     summary = {}
     plots_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
-        export_network(r.checkpoint, out_dir / f"{r.name}.pt")
+        refit = refits.get(r.name)
+        export_network(r.checkpoint, out_dir / (SELECTED.format(name=r.name) if refit else f"{r.name}.pt"))
         summary[r.name] = {
             "val_ndcg@10": round(r.best_score, 5),
-            "best_epoch": r.best_epoch,
-            "epochs": r.epochs,
-            "resumed_after_epochs": r.resumed_after_epochs,
+            "best_step": r.best_step,
+            "steps": r.steps,
+            "budget_steps": r.budget_steps,
+            "stop_reason": r.stop_reason,
+            "resumed_after_steps": r.resumed_after_steps,
             "seconds": round(r.seconds, 1),
             "reused": r.reused,
             "run_id": run_ids[r.name],
         }
+        if refit:
+            export_network(refit.checkpoint, out_dir / f"{r.name}.pt")
+            summary[r.name]["refit"] = {"steps": refit.steps, "examples": refit.examples,
+                                        "seconds": round(refit.seconds, 1), "reused": refit.reused}
         with open(plots_dir / f"{r.name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_ndcg@10"])
+            writer = csv.DictWriter(f, fieldnames=["step", "epoch", "train_loss", VAL_METRIC, "lr"])
             writer.writeheader()
             writer.writerows(r.curve)
+        _plot(r, plots_dir / f"{r.name}.png")
     write_json(report, summary)
     for name, s in summary.items():
-        print(f"train {name}: val NDCG@10 {s['val_ndcg@10']:.4f} (epoch {s['best_epoch']}, {s['seconds']} s)")
+        refit = f"; refit {s['refit']['steps']} steps" if "refit" in s else ""
+        print(f"train {name}: val NDCG@10 {s['val_ndcg@10']:.4f} (step {s['best_step']}; stopped at "
+              f"{s['steps']}/{s['budget_steps']}, {s['stop_reason']}{refit}; {s['seconds']} s)")
 
 
 def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
-    p = params.train
     tags = {"mapwise.stage": "train", **lineage(params.split.out_dir), **flow_run_tags()}
-    results, run_ids = [], {}
-    for name in p.models:
+    results, refits, run_ids = [], {}, {}
+    for name in params.train.models:
+        p = params.train.for_model(name)
         logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})
-        logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models"}),
+        logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models", "per_model"}),
                                 **p.model.model_dump()})
-        results.append(train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty()))
+        result = train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty())
+        logger.log_hyperparams({"best_step": result.best_step, "stop_reason": result.stop_reason})
+        if p.refit:
+            refits[name] = refit_model(result, split, p, work_dir=CHECKPOINTS, progress=sys.stderr.isatty())
+            logger.log_hyperparams({"refit_steps": refits[name].steps})
+        results.append(result)
         run_ids[name] = logger.run_id
-    _write_outputs(results, run_ids, p.out_dir, params.evaluate.plots_dir / "train", p.report)
+    _write_outputs(results, refits, run_ids, params.train.out_dir, params.evaluate.plots_dir / "train", params.train.report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,9 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
                          ).select(list(contract.dtypes)).write_parquet(canonical / f"{name}.parquet")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["split"].update(cutoff=TINY_CUTOFF, validation_days=10, horizon_days=30)
-    params["train"].update(batch_size=64, max_epochs=2, patience=2, accelerator="cpu", devices=1)
+    params["train"].update(batch_size=64, max_epochs=2, min_steps=0, patience=2, warmup_steps=0, lr_schedule="constant",
+                           accelerator="cpu",
+                           devices=1)
     params["train"]["model"].update(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
     params["train"].update(train_overrides)
     params["tracking"]["uri"] = "sqlite:///mlflow.db"

@@ -17,7 +17,7 @@ def _split() -> Split:
          "unknown_targets": [0, 1, 0]},
         schema_overrides={"history": pl.List(pl.Int32), "targets": pl.List(pl.Int32), "unknown_targets": pl.Int32},
     )
-    return Split(items, pl.DataFrame(), test.clear(), test)
+    return Split(items, pl.DataFrame(), test.clear(), test, pl.DataFrame())
 
 
 def test_new_items_variant_drops_what_was_bought():
@@ -72,5 +72,9 @@ def test_evaluate_stage_end_to_end(tmp_path):
         assert recs["gru"]["ndcg@10_vs_best_baseline"]["baseline"] in {"popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
         assert set(recs["gru"]["slices"]) == {"segment", "tenure"}
     assert "NDCG@10" in done.stdout
+    before = report["before_refit"]["all_items"]["gru"]  # the validation-selected model, beside the refit one
+    assert before["refit_ndcg@10"] == report["all_items"]["recommenders"]["gru"]["ndcg@10"]
+    assert before["ndcg@10_ci"][0] <= before["ndcg@10"] <= before["ndcg@10_ci"][1]
+    assert "before the refit" in done.stdout
     assert (root / "reports/plots/ndcg_vs_k.png").stat().st_size > 1000
     assert pl.read_csv(root / "reports/plots/ndcg_all_items.csv").columns[0] == "k"

@@ -26,7 +26,7 @@ def _histories(n: int = 40, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(1, N_ITEMS + 1, size=rng.integers(1, 12)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", ["gru", "caser", "sasrec"])
+@pytest.mark.parametrize("name", ["gru", "caser", "sasrec", "repeatnet"])
 def test_export_is_dynamic_and_equal_to_the_network(tmp_path, name):
     torch.manual_seed(0)
     net = build_network(name, N_ITEMS, SMALL).eval()

@@ -39,14 +39,15 @@ def test_path_fields_are_left_out():
 
 
 def test_fields_keep_description_bounds_and_choices():
-    epochs = {"type": "integer", "minimum": 1, "title": "Max Epochs"}
+    epochs = {"type": "integer", "minimum": 1, "title": "Max Epochs",
+              "description": "the budget: passes over the training windows"}
     assert _field(SCHEMA, "train", "max_epochs") == epochs
     patience = _field(SCHEMA, "train", "patience")
-    assert patience["minimum"] == 1 and patience["description"] == "epochs without validation NDCG gain before stopping"
+    assert patience["minimum"] == 1 and patience["description"] == "validations without validation NDCG gain before stopping (a plateau)"
     assert _field(SCHEMA, "export", "min_top10_agreement")["exclusiveMinimum"] == 0
     assert _field(SCHEMA, "export", "min_top10_agreement")["maximum"] == 1
     assert _field(SCHEMA, "split", "method")["enum"] == ["temporal", "leave_last_out"]
-    assert _field(SCHEMA, "train", "models")["items"]["enum"] == ["gru", "caser", "sasrec"]
+    assert _field(SCHEMA, "train", "models")["items"]["enum"] == ["gru", "caser", "sasrec", "repeatnet"]
     assert _field(SCHEMA, "train", "models")["minItems"] == 1
     assert SCHEMA["$defs"]["SplitParamsOverrides"]["description"] == Params.model_fields["split"].annotation.__doc__
     dropout = SCHEMA["$defs"]["ModelParamsOverrides"]["properties"]["dropout"]
@@ -101,7 +102,7 @@ def test_prefect_builds_a_form_from_it():
     epochs = _field({**form, "definitions": schema["definitions"]}, "train", "max_epochs", defs="definitions")
     assert epochs["minimum"] == 1 and epochs["type"] == "integer"
     patience = _field({**form, "definitions": schema["definitions"]}, "train", "patience", defs="definitions")
-    assert patience["description"] == "epochs without validation NDCG gain before stopping"
+    assert patience["description"] == "validations without validation NDCG gain before stopping (a plateau)"
 
 
 def test_applies_to_the_repository_params():

@@ -55,7 +55,7 @@ def test_overrides_set_dotted_keys_and_are_validated():
     data = _params()
     merged = with_overrides(data, {"train.max_epochs": 3, "train.model.embedding_dim": 32, "train.models": ["gru"]})
     assert (merged["train"]["max_epochs"], merged["train"]["model"]["embedding_dim"], merged["train"]["models"]) == (3, 32, ["gru"])
-    assert data["train"]["max_epochs"] == 12, "the input is not changed"
+    assert data["train"]["max_epochs"] == 200, "the input is not changed"
     with pytest.raises(MapwiseError, match=r"^overrides: train.max_epochz: unknown key$"):
         with_overrides(data, {"train.max_epochz": 3})
     with pytest.raises(MapwiseError, match=r"^overrides: train.max_epochs: Input should be greater than or equal to 1$"):

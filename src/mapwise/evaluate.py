@@ -108,6 +108,22 @@ def evaluate_case(
     return {"customers": len(case.targets), "recommenders": report}
 
 
+def before_refit(split: Split, report: dict, scorers: dict[str, Scorer], *, ks: Sequence[int], headline_k: int,
+                 bootstrap: int, seed: int) -> dict:
+    """The validation-selected models (trained before validation) on the same test: headline and interval per variant."""
+    headline = f"ndcg@{headline_k}"
+    out: dict[str, dict] = {}
+    for variant, case in cases(split).items():
+        out[variant] = {}
+        for name, score in scorers.items():
+            values = ranking_metrics(top_k(_demote(score(case.histories), case.exclude), max(ks)), case.targets, ks)[headline]
+            _, low, high = bootstrap_ci(values, bootstrap, seed)
+            refit = report[variant]["recommenders"][name][headline]
+            out[variant][name] = {headline: round(float(values.mean()), 5), f"{headline}_ci": [round(low, 5), round(high, 5)],
+                                  f"refit_{headline}": refit}
+    return out
+
+
 def _demote(scores: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:
     """Excluded items below every candidate: never ahead of one, and never a hit (they are not targets).
 

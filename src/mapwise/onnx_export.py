@@ -24,9 +24,8 @@ from torch import nn
 
 from mapwise.errors import MapwiseError
 from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES
-from mapwise.models.networks import Caser, GRU4Rec, SASRec, SequenceRecommender
+from mapwise.models.networks import Caser, GRU4Rec, SequenceRecommender
 from mapwise.models.sequences import pad_left
-from mapwise.split import PADDING_IDX
 
 
 class ScoringGraph(nn.Module):
@@ -37,31 +36,11 @@ class ScoringGraph(nn.Module):
         self.net, self.top_k = net, top_k
 
     def forward(self, history: torch.Tensor):
-        net = self.net
-        scores = net.scores(_sasrec_last(net, history)) if isinstance(net, SASRec) else net(history)
+        scores = self.net(history)  # SASRec's last layer computes the newest position only (SASRec.encode)
         if self.top_k is None:
             return scores
         top_scores, top_items = torch.topk(scores, self.top_k, dim=1)
         return scores, top_items, top_scores
-
-
-def _sasrec_last(net: SASRec, seq: torch.Tensor) -> torch.Tensor:
-    """SASRec's representation of the last position only, the same arithmetic as `net.encode`.
-
-    Serving needs no other position, so the last layer computes attention and feed-forward for one
-    query instead of max_len (keys and values still span the window): about half the work for 2 layers.
-    The parity check holds this to the network's own output.
-    """
-    length = seq.shape[1]
-    keep = (seq != PADDING_IDX).unsqueeze(-1).to(net.items.weight.dtype)
-    x = (net.items(seq) * net.items.embedding_dim**0.5 + net.positions(torch.arange(length, device=seq.device))) * keep
-    *first, last = net.encoder.layers
-    for layer in first:
-        x = layer(x, src_mask=net.causal[:length, :length], is_causal=True)
-    h = last.norm1(x)
-    y = x[:, -1:] + last.self_attn(h[:, -1:], h, h, need_weights=False)[0]  # the last query may see every key
-    y = y + last.linear2(last.activation(last.linear1(last.norm2(y))))
-    return net.norm(y[:, 0] * keep[:, -1])
 
 
 def dynamic_length(net: SequenceRecommender) -> bool:

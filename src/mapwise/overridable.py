@@ -4,7 +4,8 @@ A Prefect flow taking `overrides: Overrides | None` gets a run form instead of f
 section, each field with its type, description, bounds and choices. Every field defaults to None, meaning
 "as in params.yaml" (so a value cannot be overridden *to* null); `dotted()` gives what was set, in the
 form `mapwise.params.with_overrides` takes. Where things live or run is not a per-run choice: the
-`orchestrate`, `tracking` and `serve` sections, and every field whose type involves a `Path`, are left out.
+`orchestrate`, `tracking` and `serve` sections, every field whose type involves a `Path` and mappings
+(`train.per_model`) are left out.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -59,8 +60,12 @@ def _no_default(schema: dict[str, Any]) -> None:
 
 
 def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
-    """`<Model>Overrides`: the model's fields not involving a Path, each optional; its docstring as description."""
-    fields = {name: _optional(f) for name, f in model.model_fields.items() if not _mentions_path(f.annotation)}
+    """`<Model>Overrides`: the model's fields not involving a Path, each optional; its docstring as description.
+
+    Mappings (`train.per_model`) are left out too: a form has plain inputs only.
+    """
+    fields = {name: _optional(f) for name, f in model.model_fields.items()
+              if not _mentions_path(f.annotation) and get_origin(f.annotation) is not dict}
     return create_model(f"{model.__name__}Overrides", __base__=_Part, __doc__=model.__doc__, **fields)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapwise.errors import MapwiseError, describe
 
@@ -69,10 +69,11 @@ class SplitParams(_Section):
 class ModelParams(_Section):
     """Sizes shared by the sequence models, and each model's own."""
 
-    max_len: int = Field(20, ge=2, description="most recent items a model reads")
+    max_len: int = Field(20, ge=2, le=1000, description="most recent items a model reads")
     embedding_dim: int = Field(64, ge=8)
     dropout: float = Field(0.2, ge=0, lt=1)
     gru_layers: int = Field(1, ge=1)
+    gru_dropout_embed: float = Field(0.0, ge=0, lt=1, description="GRU4Rec: dropout on the embedded input items")
     caser_window: int = Field(5, ge=2, description="Caser reads the last L items")
     caser_h_filters: int = Field(16, ge=1)
     caser_v_filters: int = Field(4, ge=1)
@@ -80,17 +81,71 @@ class ModelParams(_Section):
     sasrec_heads: int = Field(2, ge=1)
 
 
-class TrainParams(_Section):
-    """`train`: which sequence models, how, and on what hardware (Lightning Trainer arguments)."""
+ModelName = Literal["gru", "caser", "sasrec", "repeatnet"]
 
-    models: list[Literal["gru", "caser", "sasrec"]] = Field(min_length=1)
-    model: ModelParams = ModelParams()
+
+class Fitting(_Section):
+    """How one model is fitted: the optimizer and loss (set for all models, or per model)."""
+
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate, reached after the warm-up")
     weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adam", "adamw"] = "adam"
-    max_epochs: int = Field(20, ge=1)
-    patience: int = Field(3, ge=1, description="epochs without validation NDCG gain before stopping")
+    optimizer: Literal["adam", "adamw", "adagrad"] = Field("adam", description="adagrad: with momentum, as GRU4Rec's authors train it")
+    momentum: float = Field(0.0, ge=0, lt=1, description="adagrad's momentum")
+    loss: Literal["softmax", "sampled_softmax", "gbce"] = Field(
+        "softmax", description="softmax: over the whole catalogue; sampled_softmax or gbce (gSASRec): over sampled "
+        "negatives, for large catalogues")
+    negatives: int = Field(256, ge=1, description="sampled negatives per batch (sampled_softmax, gbce)")
+    negative_alpha: float = Field(0.0, ge=0, le=1, description="0 = uniform negatives; else popularity ** alpha, "
+                                  "with the log-Q correction")
+    gbce_t: float = Field(0.75, ge=0, le=1, description="gbce's calibration t (gSASRec)")
+    target_horizon: int = Field(1, ge=1, description="each position's target is drawn from the next N purchases: 1 = "
+                                "the next item; more = what the customer buys soon (PinnerFormer's dense all-action loss)")
+
+
+class FittingOverride(_Section):
+    """Per-model replacements of `train` values (unset = the shared value)."""
+
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    optimizer: Literal["adam", "adamw", "adagrad"] | None = None
+    momentum: float | None = Field(None, ge=0, lt=1)
+    loss: Literal["softmax", "sampled_softmax", "gbce"] | None = None
+    negatives: int | None = Field(None, ge=1)
+    negative_alpha: float | None = Field(None, ge=0, le=1)
+    gbce_t: float | None = Field(None, ge=0, le=1)
+    target_horizon: int | None = Field(None, ge=1)
+    model: dict[str, int | float] | None = Field(None, description="model sizes for this model only")
+
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            ModelParams(**value)
+        return value
+
+
+class TrainParams(Fitting):
+    """`train`: which sequence models, how long, and on what hardware (Lightning Trainer arguments).
+
+    The budget is counted in optimizer steps: max_epochs passes over the training windows, but at
+    least min_steps (and at most max_steps). Validation runs every val_every_steps steps (at least
+    once a pass) and training stops at a plateau, `patience` validations without a gain.
+    """
+
+    models: list[ModelName] = Field(min_length=1)
+    model: ModelParams = ModelParams()
+    per_model: dict[ModelName, FittingOverride] = Field({}, description="values for one model only, e.g. gru: {lr: 0.05}")
+    max_epochs: int = Field(200, ge=1, description="the budget: passes over the training windows")
+    min_steps: int = Field(1000, ge=0, description="... but at least this many optimizer steps")
+    max_steps: int | None = Field(None, ge=1, description="... and at most this many (null = no cap)")
+    val_every_steps: int = Field(100, ge=1, description="validation interval in optimizer steps (at least once a pass)")
+    patience: int = Field(5, ge=1, description="validations without validation NDCG gain before stopping (a plateau)")
+    warmup_steps: int = Field(100, ge=0, description="learning rate rises linearly to lr over these steps")
+    lr_schedule: Literal["inverse_sqrt", "constant"] = Field(
+        "inverse_sqrt", description="after the warm-up: decay as 1/sqrt(step), or stay")
+    refit: bool = Field(True, description="after selection, retrain on training + validation for the chosen steps")
     seed: int = 42
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -99,6 +154,22 @@ class TrainParams(_Section):
     precision: str = Field("auto", description="auto = bf16-mixed on a bf16 GPU, else 32-true")
     out_dir: Path = Path("models/trained")
     report: Path = Path("reports/train.json")
+
+    @model_validator(mode="after")
+    def _decay_needs_warm_up(self) -> TrainParams:
+        if self.lr_schedule == "inverse_sqrt" and self.warmup_steps < 1:
+            raise ValueError("lr_schedule inverse_sqrt decays from the end of the warm-up: set warmup_steps >= 1 "
+                             "(or lr_schedule: constant)")
+        return self
+
+    def for_model(self, name: str) -> TrainParams:
+        """These params with `per_model[name]` applied (the shared values where it sets none)."""
+        override = self.per_model.get(name)
+        if override is None:
+            return self
+        values = override.model_dump(exclude_none=True, exclude={"model"})
+        model = self.model.model_copy(update=override.model or {})
+        return self.model_copy(update={**values, "model": model})
 
 
 class SearchRange(_Section):
@@ -118,7 +189,7 @@ class SearchChoice(_Section):
 class TuneParams(_Section):
     """`mapwise tune`: an Optuna study over a space of `train` keys ("lr", "model.embedding_dim", ...)."""
 
-    model: Literal["gru", "caser", "sasrec"] = "sasrec"
+    model: ModelName = "sasrec"
     trials: int = Field(20, ge=1)
     max_epochs: int = Field(10, ge=1)
     timeout_minutes: float | None = Field(None, gt=0)
@@ -177,7 +248,7 @@ class RegisterParams(_Section):
     """`register`: the selected export becomes a version of the registered model, alias `challenger`."""
 
     model_name: str = Field("mapwise-recommender", min_length=1)
-    candidate: Literal["best", "gru", "caser", "sasrec"] = Field("best", description="best = highest validation NDCG")
+    candidate: Literal["best", "gru", "caser", "sasrec", "repeatnet"] = Field("best", description="best = highest validation NDCG")
     report: Path = Path("reports/register.json")
 
 

@@ -54,3 +54,7 @@ def print_evaluate_report(report: dict, k: int = 10, console: Console | None = N
                 f"{m[f'hr@{k}']:.4f}", f"{m[f'mrr@{k}']:.4f}", f"{m[f'coverage@{k}']:.3f}", verdict,
             )
         console.print(table)
+        before = report.get("before_refit", {}).get(variant)
+        if before:
+            console.print("  before the refit (trained on the training window only): " + ", ".join(
+                f"{name} {m[headline]:.4f}" for name, m in before.items()), markup=False, highlight=False)

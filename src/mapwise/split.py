@@ -24,7 +24,7 @@ TARGETS = "targets"
 UNKNOWN_TARGETS = "unknown_targets"
 POPULARITY = "popularity"
 PADDING_IDX = 0
-_PARTS = ("items", "train", "valid", "test")
+_PARTS = ("items", "train", "valid", "test", "refit")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Split:
     train: pl.DataFrame  # customer_id, item_idx, timestamp: one row per training purchase
     valid: pl.DataFrame  # customer_id, history, targets, unknown_targets
     test: pl.DataFrame
+    refit: pl.DataFrame  # as train, but everything before the test (training + validation windows; known items)
 
     @property
     def n_items(self) -> int:
@@ -51,6 +52,7 @@ class Split:
         return {
             "items": self.n_items,
             "train_interactions": self.train.height,
+            "refit_interactions": self.refit.height,
             "train_customers": self.train[c.CUSTOMER_ID].n_unique(),
             "valid": window(self.valid),
             "test": window(self.test),
@@ -95,6 +97,11 @@ def _indexed(frame: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     return frame.join(items.select(c.ITEM_ID, ITEM_IDX), on=c.ITEM_ID, how="left", maintain_order="left")
 
 
+def _known(bought: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Purchases of items in the index, shaped like `train`."""
+    return _indexed(bought, items).drop_nulls(ITEM_IDX).select(c.CUSTOMER_ID, ITEM_IDX, c.TIMESTAMP)
+
+
 def _window(history: pl.DataFrame, window: pl.DataFrame, items: pl.DataFrame, min_history: int) -> pl.DataFrame:
     """One row per customer with at least `min_history` known past purchases and a purchase in the window."""
     past = (
@@ -129,7 +136,7 @@ def temporal_split(
     train = _indexed(before_valid, items).select(c.CUSTOMER_ID, ITEM_IDX, c.TIMESTAMP)
     valid = _window(before_valid, bought.filter((ts >= start) & (ts < cutoff)), items, min_history)
     test = _window(before_test, bought.filter((ts >= cutoff) & (ts < end)), items, min_history)
-    return Split(items, train, valid, test)
+    return Split(items, train, valid, test, _known(before_test, items))
 
 
 def leave_last_out_split(events: pl.DataFrame, *, min_history: int) -> Split:
@@ -144,4 +151,4 @@ def leave_last_out_split(events: pl.DataFrame, *, min_history: int) -> Split:
     train = _indexed(training, items).select(c.CUSTOMER_ID, ITEM_IDX, c.TIMESTAMP)
     valid = _window(training, bought.filter(position == 1), items, min_history)
     test = _window(bought.filter(position >= 1), bought.filter(position == 0), items, min_history)
-    return Split(items, train, valid, test)
+    return Split(items, train, valid, test, _known(bought.filter(position >= 1).drop("__from_end"), items))

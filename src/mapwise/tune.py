@@ -24,7 +24,7 @@ from mapwise.tracking import artifact_location, tracking_uri
 
 
 class PruneOnValidation(Callback):
-    """Report validation NDCG to the trial each epoch; stop the trial when Optuna says so."""
+    """Report validation NDCG to the trial at each validation (by optimizer step); stop the trial when Optuna says so."""
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
@@ -32,9 +32,9 @@ class PruneOnValidation(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or VAL_METRIC not in trainer.callback_metrics:
             return
-        self.trial.report(float(trainer.callback_metrics[VAL_METRIC]), trainer.current_epoch)
+        self.trial.report(float(trainer.callback_metrics[VAL_METRIC]), trainer.global_step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch}")
+            raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
 
 def suggest(trial: optuna.Trial, train: TrainParams, space: dict[str, SearchRange | SearchChoice]) -> TrainParams:
@@ -79,7 +79,7 @@ def tune(split: Split, params: Params, *, work_dir: Path, trials: int | None = N
         else client.create_experiment(params.tracking.experiment, artifact_location=artifact_location())
     )
     parent = client.create_run(experiment_id, run_name=f"tune-{t.model}", tags={"mapwise.stage": "tune"})
-    base = params.train.model_copy(update={"max_epochs": t.max_epochs, "models": [t.model]})
+    base = params.train.for_model(t.model).model_copy(update={"max_epochs": t.max_epochs, "models": [t.model], "per_model": {}})
 
     def objective(trial: optuna.Trial) -> float:
         trial_params = suggest(trial, base, t.space)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+import torch
+from torch.utils.data import Dataset
 
 from mapwise import columns as c
 from mapwise.split import ITEM_IDX, PADDING_IDX
@@ -27,32 +29,86 @@ def pad_left(sequences: Sequence[np.ndarray], max_len: int) -> np.ndarray:
     return out
 
 
-def next_item_examples(sequences: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every (preceding window, next item) pair of every sequence: inputs [n, max_len], targets [n]."""
+def _future(seq: np.ndarray, first: int, last: int, horizon: int) -> np.ndarray:
+    """Items after positions first..last-1: row j holds seq[j + 1 : j + 1 + horizon], 0-padded past the end."""
+    padded = np.concatenate([seq, np.full(horizon, PADDING_IDX, dtype=np.int64)])
+    return np.lib.stride_tricks.sliding_window_view(padded[first + 1 :], horizon)[: last - first]
+
+
+def next_item_examples(sequences: Sequence[np.ndarray], max_len: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every (preceding window, items that follow) pair: inputs [n, max_len], futures [n, horizon] (0 = none)."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     total = int(np.clip(lengths - 1, 0, None).sum())
     inputs = np.full((total, max_len), PADDING_IDX, dtype=np.int64)
-    targets = np.empty(total, dtype=np.int64)
+    futures = np.empty((total, horizon), dtype=np.int64)
     row = 0
     for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64)
         # position j of the padded sequence holds seq[i - max_len + j] for the example predicting seq[i]
         padded = np.concatenate([np.full(max_len, PADDING_IDX, dtype=np.int64), seq])
         n = len(seq) - 1
         if n <= 0:
             continue
-        windows = np.lib.stride_tricks.sliding_window_view(padded, max_len)[1 : n + 1]
-        inputs[row : row + n] = windows
-        targets[row : row + n] = seq[1:]
+        inputs[row : row + n] = np.lib.stride_tricks.sliding_window_view(padded, max_len)[1 : n + 1]
+        futures[row : row + n] = _future(seq, 0, n, horizon)
         row += n
-    return inputs, targets
+    return inputs, futures
 
 
-def sequence_chunks(sequences: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each sequence cut from its end into windows: inputs [n, L] and next items [n, L] (0 = no target)."""
-    inputs, targets = [], []
+def sequence_chunks(sequences: Sequence[np.ndarray], max_len: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Each sequence cut from its end into windows: inputs [n, L] and what follows them [n, L + horizon - 1].
+
+    following[w, t + j] is the (j + 1)-th item after position t (0 = none): the next items are
+    following[:, :L], and position t's horizon is following[w, t : t + horizon].
+    """
+    inputs, following = [], []
+    width = max_len + horizon - 1
     for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64)
         for end in range(len(seq) - 1, 0, -max_len):
             start = max(0, end - max_len)
             inputs.append(seq[start:end])
-            targets.append(seq[start + 1 : end + 1])
-    return pad_left(inputs, max_len), pad_left(targets, max_len)
+            following.append(seq[start + 1 : end + horizon])
+    out = np.full((len(following), width), PADDING_IDX, dtype=np.int64)
+    for row, (window, after) in enumerate(zip(inputs, following, strict=True)):
+        offset = max_len - len(window)
+        out[row, offset : offset + len(after)] = after
+    return pad_left(inputs, max_len), out
+
+
+def draw_targets(futures: torch.Tensor) -> torch.Tensor:
+    """One target per example (and position): an item drawn uniformly from those that follow within the horizon.
+
+    futures [..., horizon], each row's items first and padding after; a row of padding gives PADDING_IDX.
+    With horizon 1 this is the next item. With more, it is PinnerFormer's dense all-action objective
+    (Pancha et al., KDD 2022): the model learns what a customer buys over the coming purchases, not
+    only in which order, a fresh draw every time the example is seen.
+    """
+    available = (futures != PADDING_IDX).sum(-1, keepdim=True)
+    pick = (torch.rand(available.shape) * available).long().clamp_max(futures.shape[-1] - 1)
+    return futures.gather(-1, pick).squeeze(-1)
+
+
+class NextItems(Dataset):
+    """Training examples: input windows and the items that follow; `collate` draws the targets of a batch.
+
+    From `sequence_chunks` (`every_position`): targets [B, L], PADDING_IDX where the input is padding;
+    from `next_item_examples`: targets [B].
+    """
+
+    def __init__(self, inputs: np.ndarray, following: np.ndarray, horizon: int, every_position: bool) -> None:
+        self.inputs, self.following = torch.from_numpy(inputs), torch.from_numpy(following)
+        self.horizon, self.every_position = horizon, every_position
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.following[index]
+
+    def collate(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, following = (torch.stack(part) for part in zip(*batch, strict=True))
+        if not self.every_position:
+            return inputs, draw_targets(following)
+        targets = draw_targets(following.unfold(1, self.horizon, 1))
+        return inputs, targets.masked_fill(inputs == PADDING_IDX, PADDING_IDX)

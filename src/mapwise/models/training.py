@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import polars as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -31,9 +32,9 @@ from mapwise.atomic import replacing, write_json
 from mapwise.errors import MapwiseError
 from mapwise.models.module import VAL_METRIC, RecommenderModule
 from mapwise.models.networks import SequenceRecommender, build_network
-from mapwise.models.sequences import customer_sequences, next_item_examples, pad_left, sequence_chunks
+from mapwise.models.sequences import NextItems, customer_sequences, next_item_examples, pad_left, sequence_chunks
 from mapwise.params import ModelParams, TrainParams
-from mapwise.split import HISTORY, TARGETS, Split
+from mapwise.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split
 
 
 @dataclass
@@ -42,27 +43,52 @@ class TrainResult:
 
     name: str
     best_score: float
-    best_epoch: int
-    epochs: int
-    resumed_after_epochs: int | None  # epochs already done when an interrupted run was resumed
+    best_step: int
+    steps: int
+    budget_steps: int
+    stop_reason: str  # plateau (patience validations without a gain) | budget (the step budget ran out)
+    resumed_after_steps: int | None  # steps already done when an interrupted run was resumed
     seconds: float
     checkpoint: Path
     curve: list[dict] = field(default_factory=list)
     reused: bool = False  # a finished run with the same hash: nothing trained
 
 
+@dataclass
+class RefitResult:
+    """The selected model retrained on training + validation for the steps validation chose."""
+
+    name: str
+    steps: int
+    examples: int
+    seconds: float
+    checkpoint: Path
+    reused: bool = False
+
+
 class _Curve(Callback):
-    """Per-epoch train loss and validation NDCG, for plots; kept on disk so a resumed run's curve is whole."""
+    """Per validation: step, mean train loss since the last one, validation NDCG and learning rate.
 
-    def __init__(self, path: Path, resume_epoch: int) -> None:
+    Kept on disk, so a resumed run's curve is whole.
+    """
+
+    def __init__(self, path: Path, resume_step: int) -> None:
         self.path = path
-        rows = json.loads(path.read_text()) if path.exists() and resume_epoch else []
-        self.rows: list[dict] = [r for r in rows if r["epoch"] < resume_epoch]
+        rows = json.loads(path.read_text()) if path.exists() and resume_step else []
+        self.rows: list[dict] = [r for r in rows if r["step"] <= resume_step]
+        self.losses: list[float] = []
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics  # validation has run by now, and the epoch's train loss is in
-        row = {"epoch": trainer.current_epoch, "train_loss": float(metrics["train_loss"])}
-        self.rows.append({**row, VAL_METRIC: float(metrics[VAL_METRIC])})
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
+        self.losses.append(float(outputs["loss"]))
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or VAL_METRIC not in trainer.callback_metrics:
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch,
+                          "train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+                          VAL_METRIC: float(trainer.callback_metrics[VAL_METRIC]), "lr": lr})
+        self.losses = []
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json(self.path, self.rows)
@@ -86,13 +112,13 @@ def _weights_only(path: Path, what: str) -> Iterator[None]:
         raise MapwiseError(f"{path}: not a readable {what} (truncated, corrupt or another format)") from None
 
 
-def _epoch(checkpoint: Path) -> int:
-    """The epoch a Lightning checkpoint was saved at."""
+def _step(checkpoint: Path) -> int:
+    """The optimizer step a Lightning checkpoint was saved at."""
     with _weights_only(checkpoint, "checkpoint"):
-        epoch = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]
-    if type(epoch) is not int:
-        raise MapwiseError(f"{checkpoint}: not a readable checkpoint (no epoch)")
-    return epoch
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+    if type(step) is not int:
+        raise MapwiseError(f"{checkpoint}: not a readable checkpoint (no step)")
+    return step
 
 
 def resolve_precision(p: TrainParams) -> str:
@@ -112,12 +138,52 @@ def window_tensors(histories: Sequence[np.ndarray], targets: Sequence[np.ndarray
     return TensorDataset(torch.from_numpy(pad_left(histories, max_len)), torch.from_numpy(padded))
 
 
-def config_hash(name: str, split: Split, p: TrainParams) -> str:
+def config_hash(name: str, train: pl.DataFrame, n_items: int, p: TrainParams, *extra: object) -> str:
     """Identifies a training run: model, params (hardware aside), the data it sees and the model code."""
-    shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir", "report"})
-    data = f"{split.n_items}:{split.train.height}:{split.train['item_idx'].sum()}"
+    shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir", "report",
+                                                 "models", "per_model"})
+    data = f"{n_items}:{train.height}:{train[ITEM_IDX].sum()}"
     code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
-    return hashlib.sha256(json.dumps([name, shaping, data, code], sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([name, shaping, data, code, *extra], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def step_budget(p: TrainParams, steps_per_epoch: int) -> tuple[int, int]:
+    """(budget, validation interval) in optimizer steps; the budget is a whole number of intervals."""
+    budget = max(p.min_steps, p.max_epochs * steps_per_epoch, 1)
+    if p.max_steps is not None:
+        budget = min(budget, p.max_steps)
+    interval = max(1, min(p.val_every_steps, steps_per_epoch, budget))
+    return -(-budget // interval) * interval, interval
+
+
+def _module(name: str, split: Split, p: TrainParams) -> RecommenderModule:
+    popularity = split.items.sort(ITEM_IDX)[POPULARITY].to_list() if p.negative_alpha else None
+    return RecommenderModule(
+        name, split.n_items, p.model.model_dump(), p.lr, p.weight_decay, p.optimizer, momentum=p.momentum, loss=p.loss,
+        negatives=p.negatives, negative_alpha=p.negative_alpha, gbce_t=p.gbce_t, warmup_steps=p.warmup_steps,
+        lr_schedule=p.lr_schedule, popularity=[0, *popularity] if popularity else None,
+    )
+
+
+def _examples(module: RecommenderModule, train: pl.DataFrame, p: TrainParams) -> NextItems:
+    every = module.net.every_position
+    examples = sequence_chunks if every else next_item_examples
+    return NextItems(*examples(customer_sequences(train), p.model.max_len, p.target_horizon), p.target_horizon, every)
+
+
+def _loader(examples: NextItems, p: TrainParams) -> DataLoader:
+    return DataLoader(examples, batch_size=p.batch_size, shuffle=True, collate_fn=examples.collate)
+
+
+def _trainer(p: TrainParams, *, max_steps: int, callbacks: list, logger: Logger | bool, progress: bool,
+             interval: int | None) -> L.Trainer:
+    return L.Trainer(
+        accelerator=p.accelerator, devices=p.devices, strategy=p.strategy, num_nodes=p.num_nodes,
+        precision=resolve_precision(p), max_steps=max_steps, max_epochs=-1, callbacks=callbacks, logger=logger,
+        val_check_interval=interval, check_val_every_n_epoch=None, limit_val_batches=None if interval else 0,
+        deterministic=True, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        enable_checkpointing=interval is not None,
+    )
 
 
 def train_model(
@@ -130,66 +196,92 @@ def train_model(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Fit `name` on the split's training interactions, early-stopped and selected on validation."""
+    """Fit `name` on the split's training interactions until validation NDCG plateaus or the budget runs out.
+
+    `p` are the model's own params (`TrainParams.for_model`). The checkpoint kept is the best on validation.
+    """
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
-    ckpt_dir = work_dir / f"{name}-{config_hash(name, split, p)}"
+    ckpt_dir = work_dir / f"{name}-{config_hash(name, split.train, split.n_items, p)}"
     finished = ckpt_dir / "finished.json"
-    if finished.exists():  # trained to the end (or early-stopped) before: resuming would train on past the stop
+    if finished.exists():  # trained to the end (or stopped at a plateau) before: resuming would train on past the stop
         try:
             saved = json.loads(finished.read_text())
-            return TrainResult(name, saved["best_score"], saved["best_epoch"], saved["epochs"], None,
-                               time.perf_counter() - start, ckpt_dir / saved["checkpoint"], saved["curve"], reused=True)
+            return TrainResult(name, saved["best_score"], saved["best_step"], saved["steps"], saved["budget_steps"],
+                               saved["stop_reason"], None, time.perf_counter() - start, ckpt_dir / saved["checkpoint"],
+                               saved["curve"], reused=True)
         except (OSError, ValueError, KeyError, TypeError):
             raise MapwiseError(f"{finished}: unreadable; delete {ckpt_dir} to train afresh") from None
-    m = p.model
-    sequences = customer_sequences(split.train)
-    module = RecommenderModule(name, split.n_items, m.model_dump(), p.lr, p.weight_decay, p.optimizer)
-    examples = sequence_chunks if module.net.every_position else next_item_examples
-    inputs, targets = examples(sequences, m.max_len)
-    train = DataLoader(
-        TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets)), batch_size=p.batch_size, shuffle=True
-    )
+    module = _module(name, split, p)
+    examples = _examples(module, split.train, p)
+    train = _loader(examples, p)
+    budget, interval = step_budget(p, len(train))
     valid_rows = window_tensors(
         [np.asarray(h) for h in split.valid[HISTORY].to_list()],
         [np.asarray(t) for t in split.valid[TARGETS].to_list()],
-        m.max_len,
+        p.model.max_len,
     )
     valid = DataLoader(valid_rows, batch_size=max(p.batch_size, 512))
     last = ckpt_dir / "last.ckpt"
-    resumed = _epoch(last) + 1 if last.exists() else None  # also refuses a checkpoint that is not only weights
+    resumed = _step(last) if last.exists() else None  # also refuses a checkpoint that is not only weights
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=VAL_METRIC, mode="max", save_last=True)
+    plateau = EarlyStopping(VAL_METRIC, mode="max", patience=p.patience)
     curve = _Curve(ckpt_dir / "curve.json", resumed or 0)
-    trainer = L.Trainer(
-        accelerator=p.accelerator,
-        devices=p.devices,
-        strategy=p.strategy,
-        num_nodes=p.num_nodes,
-        precision=resolve_precision(p),
-        max_epochs=p.max_epochs,
-        callbacks=[best, EarlyStopping(VAL_METRIC, mode="max", patience=p.patience), curve, *callbacks],
-        logger=logger,
-        deterministic=True,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer(p, max_steps=budget, callbacks=[best, plateau, curve, *callbacks], logger=logger,
+                       progress=progress, interval=interval)
     trainer.fit(module, train, valid, ckpt_path=last if last.exists() else None, weights_only=True)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     result = TrainResult(
         name=name,
         best_score=float(best.best_model_score) if best.best_model_score is not None else float("nan"),
-        best_epoch=_epoch(best_path),
-        epochs=trainer.current_epoch,
-        resumed_after_epochs=resumed,
+        best_step=_step(best_path),
+        steps=trainer.global_step,
+        budget_steps=budget,
+        stop_reason="plateau" if plateau.wait_count >= p.patience else "budget",
+        resumed_after_steps=resumed,
         seconds=time.perf_counter() - start,
         checkpoint=best_path,
         curve=curve.rows,
     )
     if trainer.is_global_zero:
-        write_json(finished, {"best_score": result.best_score, "best_epoch": result.best_epoch,
-                              "epochs": result.epochs, "checkpoint": best_path.name, "curve": result.curve})
+        write_json(finished, {"best_score": result.best_score, "best_step": result.best_step, "steps": result.steps,
+                              "budget_steps": budget, "stop_reason": result.stop_reason,
+                              "checkpoint": best_path.name, "curve": result.curve})
     return result
+
+
+def refit_model(
+    selected: TrainResult,
+    split: Split,
+    p: TrainParams,
+    *,
+    work_dir: Path,
+    logger: Logger | bool = False,
+    progress: bool = True,
+) -> RefitResult:
+    """Retrain the selected model from scratch on everything before the test (training + validation windows).
+
+    It trains for the steps validation chose, scaled by how many more examples there are: the same
+    number of passes over the data, with the same seed and schedule. No validation is left to watch.
+    """
+    L.seed_everything(p.seed, workers=True, verbose=False)
+    start = time.perf_counter()
+    module = _module(selected.name, split, p)
+    before, examples = len(_examples(module, split.train, p)), _examples(module, split.refit, p)
+    steps = max(1, round(max(selected.best_step, 1) * len(examples) / max(before, 1)))
+    ckpt_dir = work_dir / f"{selected.name}-{config_hash(selected.name, split.refit, split.n_items, p, steps)}-refit"
+    checkpoint = ckpt_dir / "refit.ckpt"
+    if checkpoint.exists():
+        _step(checkpoint)  # refuses a file that is not only weights
+        return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint, reused=True)
+    trainer = _trainer(p, max_steps=steps, callbacks=[], logger=logger, progress=progress, interval=None)
+    trainer.fit(module, _loader(examples, p))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    partial = checkpoint.with_name(".refit.ckpt.partial")
+    trainer.save_checkpoint(partial)  # every rank takes part; a checkpoint that exists is whole
+    if trainer.is_global_zero:
+        partial.replace(checkpoint)
+    return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint)
 
 
 def export_network(checkpoint: Path, path: Path) -> None:
