@@ -17,12 +17,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from mapwise.evaluate import network_scorer
 from mapwise.metrics import top_k
-from mapwise.models.module import RecommenderModule
-from mapwise.models.sequences import customer_sequences, next_item_examples, sequence_chunks
+from mapwise.models.training import build_module, training_batches, training_examples
 from mapwise.params import load_params
 from mapwise.split import HISTORY, load_split
 
@@ -31,12 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench_model(name: str, split, p, repeats: int) -> dict:
     torch.manual_seed(0)
-    module = RecommenderModule(name, split.n_items, p.model.model_dump(), p.lr, p.weight_decay, p.optimizer)
-    make = sequence_chunks if module.net.every_position else next_item_examples
-    inputs, targets = make(customer_sequences(split.train), p.model.max_len)
-    examples = int((targets != 0).sum()) if targets.ndim == 2 else len(targets)
-    loader = DataLoader(TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets)), batch_size=p.batch_size,
-                        shuffle=True)
+    p = p.for_model(name)
+    module = build_module(name, split, p)
+    windows = training_examples(module, split.train, p)
+    examples = int((windows.inputs != 0).sum()) if module.net.every_position else len(windows)
+    loader = training_batches(windows, p)
     trainer = L.Trainer(accelerator=p.accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     start = time.perf_counter()

@@ -134,6 +134,7 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
                            accelerator="cpu",
                            devices=1)
     params["train"]["model"].update(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
+    params["train"]["per_model"] = {}  # one lr for all: tests change it
     params["train"].update(train_overrides)
     params["tracking"]["uri"] = "sqlite:///mlflow.db"
     params["evaluate"].update(bootstrap=200, ks=[5, 10])

@@ -14,15 +14,20 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import REPO, run_stage, tiny_events, tiny_project
 
 from mapwise.models.module import RecommenderModule, lr_factor
 from mapwise.models.networks import build_network
-from mapwise.models.sequences import NextItems, customer_sequences, next_item_examples, pad_left, sequence_chunks
+from mapwise.models.sequences import (
+    customer_sequences,
+    next_item_examples,
+    pad_left,
+    sequence_chunks,
+)
+from mapwise.models.targets import NextItems
 from mapwise.models.training import load_network, refit_model, step_budget, train_model
 from mapwise.params import ModelParams, TrainParams, load_params
 from mapwise.split import temporal_split
-
-from conftest import REPO, run_stage, tiny_events, tiny_project
 
 SMALL = ModelParams(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
 

@@ -142,6 +142,7 @@ class TrainParams(Fitting):
     max_steps: int | None = Field(None, ge=1, description="... and at most this many (null = no cap)")
     val_every_steps: int = Field(100, ge=1, description="validation interval in optimizer steps (at least once a pass)")
     patience: int = Field(5, ge=1, description="validations without validation NDCG gain before stopping (a plateau)")
+    min_gain: float = Field(0.001, ge=0, description="a validation NDCG gain smaller than this does not count as one")
     warmup_steps: int = Field(100, ge=0, description="learning rate rises linearly to lr over these steps")
     lr_schedule: Literal["inverse_sqrt", "constant"] = Field(
         "inverse_sqrt", description="after the warm-up: decay as 1/sqrt(step), or stay")

@@ -1,1 +1,1 @@
-"""Sequence recommenders: GRU4Rec-style RNN, Caser-style CNN and SASRec, trained with Lightning."""
+"""Sequence recommenders (GRU4Rec, Caser, SASRec, RepeatNet), their losses and training with Lightning."""

@@ -251,8 +251,8 @@ class RepeatNet(SASRec):
         gate = self.gate(hidden).squeeze(-1)
         repeat_loss = -F.logsigmoid(gate[again]) - torch.log(p_repeat[again].clamp_min(1e-12))
         # where each item first appears in each window: an item is "in the window" at positions from there
-        first = torch.full((batch, self.n_items + 1), length, dtype=torch.int16, device=inputs.device)
-        first = first.scatter_reduce(1, inputs, steps.to(torch.int16).expand(batch, length), reduce="amin")
+        first = torch.full((batch, self.n_items + 1), length, dtype=torch.int32, device=inputs.device)
+        first = first.scatter_reduce(1, inputs, steps.to(torch.int32).expand(batch, length), reduce="amin")
         first[:, PADDING_IDX] = length
         new = ~again
         rows = torch.arange(batch, device=inputs.device)[:, None].expand(batch, length)[real][new]

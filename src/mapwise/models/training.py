@@ -32,7 +32,13 @@ from mapwise.atomic import replacing, write_json
 from mapwise.errors import MapwiseError
 from mapwise.models.module import VAL_METRIC, RecommenderModule
 from mapwise.models.networks import SequenceRecommender, build_network
-from mapwise.models.sequences import NextItems, customer_sequences, next_item_examples, pad_left, sequence_chunks
+from mapwise.models.sequences import (
+    customer_sequences,
+    next_item_examples,
+    pad_left,
+    sequence_chunks,
+)
+from mapwise.models.targets import NextItems
 from mapwise.params import ModelParams, TrainParams
 from mapwise.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split
 
@@ -156,7 +162,8 @@ def step_budget(p: TrainParams, steps_per_epoch: int) -> tuple[int, int]:
     return -(-budget // interval) * interval, interval
 
 
-def _module(name: str, split: Split, p: TrainParams) -> RecommenderModule:
+def build_module(name: str, split: Split, p: TrainParams) -> RecommenderModule:
+    """A fresh module for `name` with the model's own params (`TrainParams.for_model`)."""
     popularity = split.items.sort(ITEM_IDX)[POPULARITY].to_list() if p.negative_alpha else None
     return RecommenderModule(
         name, split.n_items, p.model.model_dump(), p.lr, p.weight_decay, p.optimizer, momentum=p.momentum, loss=p.loss,
@@ -165,13 +172,15 @@ def _module(name: str, split: Split, p: TrainParams) -> RecommenderModule:
     )
 
 
-def _examples(module: RecommenderModule, train: pl.DataFrame, p: TrainParams) -> NextItems:
+def training_examples(module: RecommenderModule, train: pl.DataFrame, p: TrainParams) -> NextItems:
+    """The module's training windows over these purchases (every position for the models that read all)."""
     every = module.net.every_position
     examples = sequence_chunks if every else next_item_examples
     return NextItems(*examples(customer_sequences(train), p.model.max_len, p.target_horizon), p.target_horizon, every)
 
 
-def _loader(examples: NextItems, p: TrainParams) -> DataLoader:
+def training_batches(examples: NextItems, p: TrainParams) -> DataLoader:
+    """Shuffled batches whose targets are drawn afresh each time (`target_horizon`)."""
     return DataLoader(examples, batch_size=p.batch_size, shuffle=True, collate_fn=examples.collate)
 
 
@@ -212,9 +221,9 @@ def train_model(
                                saved["curve"], reused=True)
         except (OSError, ValueError, KeyError, TypeError):
             raise MapwiseError(f"{finished}: unreadable; delete {ckpt_dir} to train afresh") from None
-    module = _module(name, split, p)
-    examples = _examples(module, split.train, p)
-    train = _loader(examples, p)
+    module = build_module(name, split, p)
+    examples = training_examples(module, split.train, p)
+    train = training_batches(examples, p)
     budget, interval = step_budget(p, len(train))
     valid_rows = window_tensors(
         [np.asarray(h) for h in split.valid[HISTORY].to_list()],
@@ -225,7 +234,7 @@ def train_model(
     last = ckpt_dir / "last.ckpt"
     resumed = _step(last) if last.exists() else None  # also refuses a checkpoint that is not only weights
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=VAL_METRIC, mode="max", save_last=True)
-    plateau = EarlyStopping(VAL_METRIC, mode="max", patience=p.patience)
+    plateau = EarlyStopping(VAL_METRIC, mode="max", patience=p.patience, min_delta=p.min_gain)
     curve = _Curve(ckpt_dir / "curve.json", resumed or 0)
     trainer = _trainer(p, max_steps=budget, callbacks=[best, plateau, curve, *callbacks], logger=logger,
                        progress=progress, interval=interval)
@@ -266,8 +275,8 @@ def refit_model(
     """
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
-    module = _module(selected.name, split, p)
-    before, examples = len(_examples(module, split.train, p)), _examples(module, split.refit, p)
+    module = build_module(selected.name, split, p)
+    before, examples = len(training_examples(module, split.train, p)), training_examples(module, split.refit, p)
     steps = max(1, round(max(selected.best_step, 1) * len(examples) / max(before, 1)))
     ckpt_dir = work_dir / f"{selected.name}-{config_hash(selected.name, split.refit, split.n_items, p, steps)}-refit"
     checkpoint = ckpt_dir / "refit.ckpt"
@@ -275,7 +284,7 @@ def refit_model(
         _step(checkpoint)  # refuses a file that is not only weights
         return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint, reused=True)
     trainer = _trainer(p, max_steps=steps, callbacks=[], logger=logger, progress=progress, interval=None)
-    trainer.fit(module, _loader(examples, p))
+    trainer.fit(module, training_batches(examples, p))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     partial = checkpoint.with_name(".refit.ckpt.partial")
     trainer.save_checkpoint(partial)  # every rank takes part; a checkpoint that exists is whole
