@@ -19,13 +19,12 @@ import polars as pl  # noqa: E402
 from mapwise.baselines import TooLarge, build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.evaluate import VARIANTS, before_refit, evaluate, network_scorer  # noqa: E402
-from mapwise.models.training import load_network  # noqa: E402
+from mapwise.models.training import load_network, selected_network  # noqa: E402
 from mapwise.params import Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.slices import customer_slices  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
-from pipelines.train import SELECTED  # noqa: E402
 
 
 def _plots(report: dict, ks: list[int], folder: Path) -> None:
@@ -67,7 +66,7 @@ def stage(params: Params) -> None:
     slices = customer_slices(params)
     report = evaluate(split, scorers, ks=sorted(p.ks), slices=slices, baselines=p.baselines,
                       bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
-    selected = {name: params.train.out_dir / SELECTED.format(name=name) for name in params.train.models}
+    selected = {name: selected_network(params.train.out_dir, name) for name in params.train.models}
     if params.train.refit and all(path.exists() for path in selected.values()):
         report["before_refit"] = before_refit(split, report, {n: network_scorer(load_network(f)) for n, f in selected.items()},
                                               ks=sorted(p.ks), headline_k=p.headline_k, bootstrap=p.bootstrap, seed=p.seed)

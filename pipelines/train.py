@@ -13,14 +13,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from mapwise.models.module import VAL_METRIC  # noqa: E402
-from mapwise.models.training import RefitResult, TrainResult, export_network, refit_model, train_model  # noqa: E402
+from mapwise.models.training import (  # noqa: E402
+    RefitResult,
+    TrainResult,
+    export_network,
+    refit_model,
+    selected_network,
+    train_model,
+)
 from mapwise.params import Params  # noqa: E402
 from mapwise.split import load_split  # noqa: E402
 from mapwise.tracking import flow_run_tags, mlflow_logger  # noqa: E402
 from pipelines._stage import lineage, run, write_json  # noqa: E402
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
-SELECTED = "{name}.selected.pt"  # the validation-selected network, kept beside the refit one for the report
 
 
 def _plot(r: TrainResult, path: Path) -> None:
@@ -48,7 +54,7 @@ def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], r
     plots_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
         refit = refits.get(r.name)
-        export_network(r.checkpoint, out_dir / (SELECTED.format(name=r.name) if refit else f"{r.name}.pt"))
+        export_network(r.checkpoint, selected_network(out_dir, r.name) if refit else out_dir / f"{r.name}.pt")
         summary[r.name] = {
             "val_ndcg@10": round(r.best_score, 5),
             "best_step": r.best_step,

@@ -141,6 +141,8 @@ class TrainParams(Fitting):
     min_steps: int = Field(1000, ge=0, description="... but at least this many optimizer steps")
     max_steps: int | None = Field(None, ge=1, description="... and at most this many (null = no cap)")
     val_every_steps: int = Field(100, ge=1, description="validation interval in optimizer steps (at least once a pass)")
+    val_customers: int = Field(10_000, ge=1, description="validation scores a fixed random sample of this many customers "
+                               "(all, when fewer): its cost stays bounded as data grows")
     patience: int = Field(5, ge=1, description="validations without validation NDCG gain before stopping (a plateau)")
     min_gain: float = Field(0.001, ge=0, description="a validation NDCG gain smaller than this does not count as one")
     warmup_steps: int = Field(100, ge=0, description="learning rate rises linearly to lr over these steps")

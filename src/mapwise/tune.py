@@ -24,15 +24,20 @@ from mapwise.tracking import artifact_location, tracking_uri
 
 
 class PruneOnValidation(Callback):
-    """Report validation NDCG to the trial at each validation (by optimizer step); stop the trial when Optuna says so."""
+    """Report validation NDCG to the trial at each validation; stop the trial when Optuna says so.
+
+    Reports are numbered by validation (0, 1, ...), not by optimizer step: trials with other batch
+    sizes or window lengths validate at other steps, and the pruner compares reports of equal number.
+    """
 
     def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
+        self.trial, self.validations = trial, 0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or VAL_METRIC not in trainer.callback_metrics:
             return
-        self.trial.report(float(trainer.callback_metrics[VAL_METRIC]), trainer.global_step)
+        self.trial.report(float(trainer.callback_metrics[VAL_METRIC]), self.validations)
+        self.validations += 1
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
@@ -101,7 +106,7 @@ def tune(split: Split, params: Params, *, work_dir: Path, trials: int | None = N
         return result.best_score
 
     sampler = optuna.samplers.TPESampler(seed=params.train.seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=optuna.pruners.MedianPruner(n_warmup_steps=1))
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=optuna.pruners.MedianPruner(n_warmup_steps=2))
     study.optimize(objective, n_trials=trials or t.trials, timeout=t.timeout_minutes * 60 if t.timeout_minutes else None)
     client.log_metric(parent.info.run_id, "best_val_ndcg10", study.best_value)
     client.set_terminated(parent.info.run_id)

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
+from mapwise import columns as c
 from mapwise.atomic import replacing, write_json
 from mapwise.errors import MapwiseError
 from mapwise.models.module import VAL_METRIC, RecommenderModule
@@ -225,9 +226,12 @@ def train_model(
     examples = training_examples(module, split.train, p)
     train = training_batches(examples, p)
     budget, interval = step_budget(p, len(train))
+    valid = split.valid
+    if valid.height > p.val_customers:
+        valid = valid.sample(p.val_customers, seed=p.seed).sort(c.CUSTOMER_ID)
     valid_rows = window_tensors(
-        [np.asarray(h) for h in split.valid[HISTORY].to_list()],
-        [np.asarray(t) for t in split.valid[TARGETS].to_list()],
+        [np.asarray(h) for h in valid[HISTORY].to_list()],
+        [np.asarray(t) for t in valid[TARGETS].to_list()],
         p.model.max_len,
     )
     valid = DataLoader(valid_rows, batch_size=max(p.batch_size, 512))
@@ -291,6 +295,11 @@ def refit_model(
     if trainer.is_global_zero:
         partial.replace(checkpoint)
     return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint)
+
+
+def selected_network(out_dir: Path, name: str) -> Path:
+    """Where the train stage keeps the validation-selected network when the refit one is the model."""
+    return out_dir / f"{name}.selected.pt"
 
 
 def export_network(checkpoint: Path, path: Path) -> None:
