@@ -288,7 +288,9 @@ def refit_model(
         _step(checkpoint)  # refuses a file that is not only weights
         return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint, reused=True)
     trainer = _trainer(p, max_steps=steps, callbacks=[], logger=logger, progress=progress, interval=None)
-    trainer.fit(module, training_batches(examples, p))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You defined a `validation_step` but have no `val_dataloader`")
+        trainer.fit(module, training_batches(examples, p))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     partial = checkpoint.with_name(".refit.ckpt.partial")
     trainer.save_checkpoint(partial)  # every rank takes part; a checkpoint that exists is whole
