@@ -290,7 +290,7 @@ def refit_model(
     trainer = _trainer(p, max_steps=steps, callbacks=[], logger=logger, progress=progress, interval=None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You defined a `validation_step` but have no `val_dataloader`")
-        trainer.fit(module, training_batches(examples, p))
+        trainer.fit(module, training_batches(examples, p), weights_only=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     partial = checkpoint.with_name(".refit.ckpt.partial")
     trainer.save_checkpoint(partial)  # every rank takes part; a checkpoint that exists is whole
