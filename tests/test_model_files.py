@@ -74,11 +74,12 @@ def _refused(call, path: Path, marker: Path, start: str = "refused") -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """One real checkpoint and saved network, from one epoch of a tiny GRU."""
+    """One real checkpoint and saved network, from one pass of a tiny GRU."""
     cutoff = datetime(2024, 3, 1, tzinfo=UTC)
     split = temporal_split(tiny_events(), cutoff=cutoff, validation_days=10, horizon_days=30, min_history=1)
     params = load_params(REPO / "params.yaml").train.model_copy(
-        update={"model": SMALL, "batch_size": 32, "max_epochs": 1, "accelerator": "cpu", "devices": 1})
+        update={"model": SMALL, "batch_size": 32, "max_epochs": 1, "min_steps": 0, "accelerator": "cpu", "devices": 1,
+                "per_model": {}})
     work = tmp_path_factory.mktemp("trained")
     result = train_model("gru", split, params, work_dir=work, progress=False)
     network = work / "gru.pt"
@@ -130,7 +131,7 @@ def test_a_checkpoint_that_would_run_code_is_neither_resumed_nor_exported(tmp_pa
     real = torch.load(trained["checkpoint"], weights_only=True)
     real["callbacks"]["Evil"] = {"state": RunsCode(marker)}
     split, params = trained["split"], trained["params"]
-    folder = tmp_path / f"gru-{config_hash('gru', split, params)}"  # where train_model looks for a run to resume
+    folder = tmp_path / f"gru-{config_hash('gru', split.train, split.n_items, params)}"  # where train_model resumes
     last = _hostile(_torch_zip, real, folder / "last.ckpt", marker)
     _refused(lambda: train_model("gru", split, params, work_dir=tmp_path, progress=False), last, marker)
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # nothing trained, nothing written
