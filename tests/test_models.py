@@ -217,7 +217,7 @@ def test_train_stage_writes_models_and_mlflow_runs(tmp_path):
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
-    root = tiny_project(tmp_path, models=["sasrec"], max_epochs=40, patience=40, refit=False)
+    root = tiny_project(tmp_path, models=["sasrec"], max_epochs=40, patience=40, min_gain=0, refit=False)
     assert run_stage(root, "split").returncode == 0
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.train"], cwd=root, env=env,
@@ -228,7 +228,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     time.sleep(1.0)  # let it get past the first checkpoint
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (root / "reports/train.json").exists(), "training finished before it could be interrupted"
+    finished = list((root / ".mapwise/checkpoints").glob("*/finished.json"))
+    assert not finished and not (root / "reports/train.json").exists(), "training finished before it was interrupted"
     done = run_stage(root, "train")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((root / "reports/train.json").read_text())
