@@ -112,16 +112,16 @@ def before_refit(split: Split, report: dict, scorers: dict[str, Scorer], *, ks: 
                  bootstrap: int, seed: int) -> dict:
     """The validation-selected models (trained before validation) on the same test: headline and interval per variant."""
     headline = f"ndcg@{headline_k}"
-    out: dict[str, dict] = {}
-    for variant, case in cases(split).items():
-        out[variant] = {}
-        for name, score in scorers.items():
-            values = ranking_metrics(top_k(_demote(score(case.histories), case.exclude), max(ks)), case.targets, ks)[headline]
-            _, low, high = bootstrap_ci(values, bootstrap, seed)
-            refit = report[variant]["recommenders"][name][headline]
-            out[variant][name] = {headline: round(float(values.mean()), 5), f"{headline}_ci": [round(low, 5), round(high, 5)],
-                                  f"refit_{headline}": refit}
-    return out
+    selected = evaluate(split, scorers, ks=ks, slices={}, baselines=(), bootstrap=bootstrap, seed=seed,
+                        headline_k=headline_k)
+    return {
+        variant: {
+            name: {headline: m[headline], f"{headline}_ci": m[f"{headline}_ci"],
+                   f"refit_{headline}": report[variant]["recommenders"][name][headline]}
+            for name, m in selected[variant]["recommenders"].items()
+        }
+        for variant in VARIANTS
+    }
 
 
 def _demote(scores: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:

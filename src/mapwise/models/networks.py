@@ -259,7 +259,7 @@ class RepeatNet(SASRec):
         at = steps.expand(batch, length)[real][new]
 
         def in_window(items: torch.Tensor | None) -> torch.Tensor:
-            seen_from = first[rows, 1:] if items is None else first[rows][:, items]
+            seen_from = first[rows, 1:] if items is None else first[rows[:, None], items[None, :]]  # [N, n] or [N, K]
             return seen_from <= at[:, None]
 
         explore_loss = -F.logsigmoid(-gate[new]) + objective(self, hidden[new], target[new], in_window)
