@@ -217,7 +217,8 @@ def test_train_stage_writes_models_and_mlflow_runs(tmp_path):
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
-    root = tiny_project(tmp_path, models=["sasrec"], max_epochs=40, patience=40, min_gain=0, refit=False)
+    # small batches: many steps per pass, so the run is still training a second after its first checkpoint
+    root = tiny_project(tmp_path, models=["sasrec"], max_epochs=40, patience=40, min_gain=0, refit=False, batch_size=8)
     assert run_stage(root, "split").returncode == 0
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.train"], cwd=root, env=env,
