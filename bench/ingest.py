@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mapwise.ingest import Limits, ingest
-from mapwise.mapping.spec import load_mapping
+from mapwise.sources.ingest import Limits, ingest
+from mapwise.sources.mapping.spec import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"

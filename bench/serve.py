@@ -30,12 +30,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from mapwise.bundle import load_bundle
-from mapwise.inference import INPUT, SCORES
-from mapwise.models.training import load_network
-from mapwise.onnx_export import ScoringGraph
+from mapwise.serving.bundle import load_bundle
+from mapwise.serving.inference import INPUT, SCORES
+from mapwise.recommend.models.training import load_network
+from mapwise.serving.onnx_export import ScoringGraph
 from mapwise.params import load_params
-from mapwise.recommend import Recommender
+from mapwise.serving.recommendations import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -18,11 +18,11 @@ import lightning as L
 import numpy as np
 import torch
 
-from mapwise.evaluate import network_scorer
-from mapwise.metrics import top_k
-from mapwise.models.training import build_module, training_batches, training_examples
+from mapwise.recommend.evaluate import network_scorer
+from mapwise.recommend.metrics import top_k
+from mapwise.recommend.models.training import build_module, training_batches, training_examples
 from mapwise.params import load_params
-from mapwise.split import HISTORY, load_split
+from mapwise.recommend.split import HISTORY, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

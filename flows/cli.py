@@ -13,7 +13,7 @@ import typer
 from flows.events import announce, use_local_server
 from mapwise.cli import ParamsOption, _friendly, app, console
 from mapwise.errors import MapwiseError
-from mapwise.incoming import Watcher, display, open_location, source_of
+from mapwise.sources.incoming import Watcher, display, open_location, source_of
 from mapwise.params import load_params
 
 __all__ = ["app"]

@@ -11,7 +11,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import OrchestrateParams
 
 ARRIVED = "mapwise.batch.arrived"
-RESOURCE_PREFIX = "mapwise.incoming."
+RESOURCE_PREFIX = "mapwise.sources.incoming."
 
 
 def use_local_server(p: OrchestrateParams) -> str:

@@ -18,13 +18,13 @@ from prefect.runtime import flow_run
 
 from flows.pipeline import run_stages
 from flows.stages import StageFailed, dvc, failed_on_error, one_at_a_time
-from mapwise.batches import Batch, accept, check, reject, stage
+from mapwise.sources.batches import Batch, accept, check, reject, stage
 from mapwise.errors import MapwiseError
-from mapwise.ingest import Limits
-from mapwise.ledger import Ledger
-from mapwise.mapping.spec import load_mapping
+from mapwise.sources.ingest import Limits
+from mapwise.sources.ledger import Ledger
+from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import Params, load_params
-from mapwise.privacy import load_key
+from mapwise.privacy.pseudonym import load_key
 
 STAGING = Path(".mapwise/staging")
 

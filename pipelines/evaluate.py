@@ -16,14 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from mapwise.baselines import TooLarge, build_baseline  # noqa: E402
+from mapwise.recommend.baselines import TooLarge, build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
-from mapwise.evaluate import VARIANTS, before_refit, evaluate, network_scorer  # noqa: E402
-from mapwise.models.training import load_network, selected_network  # noqa: E402
+from mapwise.recommend.evaluate import VARIANTS, before_refit, evaluate, network_scorer  # noqa: E402
+from mapwise.recommend.models.training import load_network, selected_network  # noqa: E402
 from mapwise.params import Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
-from mapwise.slices import customer_slices  # noqa: E402
-from mapwise.split import load_split  # noqa: E402
+from mapwise.recommend.slices import customer_slices  # noqa: E402
+from mapwise.recommend.split import load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
 
 

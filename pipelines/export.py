@@ -9,14 +9,14 @@ import numpy as np
 import polars as pl
 
 from mapwise.atomic import replacing_folder
-from mapwise.bundle import MODEL_FILE, write_bundle
+from mapwise.serving.bundle import MODEL_FILE, write_bundle
 from mapwise.errors import MapwiseError
-from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
-from mapwise.models.training import load_network, network_hparams
-from mapwise.onnx_export import check_parity, dynamic_length, export_onnx
+from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.recommend.models.training import load_network, network_hparams
+from mapwise.serving.onnx_export import check_parity, dynamic_length, export_onnx
 from mapwise.params import Params
-from mapwise.serving_tables import customer_table, item_table
-from mapwise.split import HISTORY, load_split
+from mapwise.serving.tables import customer_table, item_table
+from mapwise.recommend.split import HISTORY, load_split
 from pipelines._stage import lineage, read_report, run, write_json
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 
 from mapwise.atomic import replacing_folder
-from mapwise.ingest import Limits, ingest
-from mapwise.mapping.spec import load_mapping
+from mapwise.sources.ingest import Limits, ingest
+from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import Params
-from mapwise.privacy import load_key
+from mapwise.privacy.pseudonym import load_key
 from mapwise.report import print_ingest_report
 from pipelines._stage import run, write_json
 

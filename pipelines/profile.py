@@ -11,8 +11,8 @@ from mapwise import columns as c
 from mapwise.atomic import write_parquet
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.profile_report import print_profile_summary, write_profile_report
-from mapwise.profiles import build_profiles, default_as_of
+from mapwise.profiles.report import print_profile_summary, write_profile_report
+from mapwise.profiles.build import build_profiles, default_as_of
 from pipelines._stage import run
 
 

@@ -7,8 +7,8 @@ import sys
 from mapwise.gate import gate
 from mapwise.params import Params
 from mapwise.registry import apply
-from mapwise.slices import customer_slices
-from mapwise.split import load_split
+from mapwise.recommend.slices import customer_slices
+from mapwise.recommend.split import load_split
 from pipelines._stage import run, write_json
 
 

@@ -9,7 +9,7 @@ import polars as pl
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.split import leave_last_out_split, save_split, temporal_split
+from mapwise.recommend.split import leave_last_out_split, save_split, temporal_split
 from pipelines._stage import run, write_json
 
 

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
-from mapwise.models.module import VAL_METRIC  # noqa: E402
-from mapwise.models.training import (  # noqa: E402
+from mapwise.recommend.models.module import VAL_METRIC  # noqa: E402
+from mapwise.recommend.models.training import (  # noqa: E402
     RefitResult,
     TrainResult,
     export_network,
@@ -22,7 +22,7 @@ from mapwise.models.training import (  # noqa: E402
     train_model,
 )
 from mapwise.params import Params  # noqa: E402
-from mapwise.split import load_split  # noqa: E402
+from mapwise.recommend.split import load_split  # noqa: E402
 from mapwise.tracking import flow_run_tags, mlflow_logger  # noqa: E402
 from pipelines._stage import lineage, run, write_json  # noqa: E402
 

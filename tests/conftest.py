@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mapwise.ingest import IngestResult, Limits, ingest
-from mapwise.mapping.spec import parse_mapping
+from mapwise.sources.ingest import IngestResult, Limits, ingest
+from mapwise.sources.mapping.spec import parse_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = b"test-key-0123456789abcdef"
@@ -85,8 +85,8 @@ def tiny_events(customers: int = 80, items: int = 15, steps: int = 24, seed: int
     import numpy as np
     import polars as pl
 
-    from mapwise.contracts import CONTRACTS
-    from mapwise.privacy import pseudonym
+    from mapwise.sources.contracts import CONTRACTS
+    from mapwise.privacy.pseudonym import pseudonym
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -116,7 +116,7 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
     """A project folder with canonical tiny tables and params shrunk for tests (CPU, tiny models)."""
     import polars as pl
 
-    from mapwise.contracts import CONTRACTS
+    from mapwise.sources.contracts import CONTRACTS
 
     canonical = root / "data" / "canonical"
     canonical.mkdir(parents=True, exist_ok=True)
@@ -255,10 +255,10 @@ def worse_bundle(folder: Path, out: Path, seed: int = 1) -> Path:
     import numpy as np
     import torch
 
-    from mapwise.bundle import CUSTOMERS_FILE, METADATA_FILE, MODEL_FILE, RECENT
-    from mapwise.inference import session
-    from mapwise.models.networks import build_network
-    from mapwise.onnx_export import check_parity, export_onnx
+    from mapwise.serving.bundle import CUSTOMERS_FILE, METADATA_FILE, MODEL_FILE, RECENT
+    from mapwise.serving.inference import session
+    from mapwise.recommend.models.networks import build_network
+    from mapwise.serving.onnx_export import check_parity, export_onnx
     from mapwise.params import ModelParams
 
     shutil.copytree(folder, out)

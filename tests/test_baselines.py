@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mapwise.baselines import EASE, BASELINES, ItemKNN, PersonalPopularity, Popularity, RecencyFrequency, build_baseline
-from mapwise.metrics import top_k
+from mapwise.recommend.baselines import EASE, BASELINES, ItemKNN, PersonalPopularity, Popularity, RecencyFrequency, build_baseline
+from mapwise.recommend.metrics import top_k
 
 N_ITEMS = 5
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import KEY, ORDERS_HEADER, ORDERS_ROWS, orders_mapping, write
 
-from mapwise.batches import accept, check, reject, stage
+from mapwise.sources.batches import accept, check, reject, stage
 from mapwise.errors import MapwiseError
-from mapwise.incoming import Watcher, source_of
-from mapwise.ingest import Limits, ingest
-from mapwise.ledger import Ledger
-from mapwise.mapping.spec import parse_mapping
+from mapwise.sources.incoming import Watcher, source_of
+from mapwise.sources.ingest import Limits, ingest
+from mapwise.sources.ledger import Ledger
+from mapwise.sources.mapping.spec import parse_mapping
 from mapwise.params import OrchestrateParams
 
 MAPPING = parse_mapping(orders_mapping(), "orders.yaml")

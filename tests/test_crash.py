@@ -22,9 +22,9 @@ import yaml
 from conftest import REPO, dvc_project, run_stage, shop_csv, stage_env, tiny_events, tiny_project
 
 from mapwise.atomic import recover_folder
-from mapwise.bundle import load_bundle
-from mapwise.ingest import batch_files
-from mapwise.ledger import Ledger
+from mapwise.serving.bundle import load_bundle
+from mapwise.sources.ingest import batch_files
+from mapwise.sources.ledger import Ledger
 
 KILLED = -signal.SIGKILL
 KEY = "a-test-key-of-some-length"
@@ -178,7 +178,7 @@ ADD = """
 import sys
 from pathlib import Path
 from flows.retrain import STAGING, add_batch
-from mapwise.batches import stage
+from mapwise.sources.batches import stage
 add_batch.fn(stage(sys.argv[1], STAGING, ["shop"], "incoming"), Path("data/batches"), Path.cwd())
 """
 

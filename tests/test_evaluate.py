@@ -3,8 +3,8 @@ import json
 import numpy as np
 import polars as pl
 
-from mapwise.evaluate import cases, evaluate
-from mapwise.split import Split
+from mapwise.recommend.evaluate import cases, evaluate
+from mapwise.recommend.split import Split
 
 from conftest import run_stage, tiny_project
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mapwise.cli import app
 from mapwise.errors import MapwiseError
-from mapwise.mapping.expressions import (
+from mapwise.sources.mapping.expressions import (
     MAX_CHARS,
     MAX_DEPTH,
     MAX_IN_VALUES,
@@ -19,7 +19,7 @@ from mapwise.mapping.expressions import (
     ExpressionError,
     compile_expression,
 )
-from mapwise.mapping.spec import parse_mapping
+from mapwise.sources.mapping.spec import parse_mapping
 
 from conftest import dump_mapping, orders_mapping
 

@@ -40,8 +40,8 @@ from flows.cli import app
 from flows.pipeline import pipeline
 from flows.retrain import retrain
 from flows.stages import repo_limit, run_stage, stage_graph
-from mapwise.bundle import bundle_digest
-from mapwise.ledger import Ledger
+from mapwise.serving.bundle import bundle_digest
+from mapwise.sources.ledger import Ledger
 from mapwise.params import load_params
 from mapwise.registry import CHAMPION, alias_version, client, versions
 

@@ -21,13 +21,13 @@ import pytest
 
 from conftest import KEY, ORDERS_HEADER, assert_balanced, orders_mapping, write
 from mapwise import columns as c
-from mapwise.batches import Batch, check
+from mapwise.sources.batches import Batch, check
 from mapwise.errors import MAX_MESSAGE, MapwiseError
-from mapwise.ingest import FUTURE, PAST, Limits, ingest
-from mapwise.mapping.readers import INVALID_BYTES, UNTERMINATED
-from mapwise.mapping.spec import parse_mapping
+from mapwise.sources.ingest import FUTURE, PAST, Limits, ingest
+from mapwise.sources.mapping.readers import INVALID_BYTES, UNTERMINATED
+from mapwise.sources.mapping.spec import parse_mapping
 from mapwise.params import OrchestrateParams
-from mapwise.privacy import pseudonym
+from mapwise.privacy.pseudonym import pseudonym
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 LIMITS = replace(Limits.of(now=NOW), max_bytes=8 * 2**20, trusted=())

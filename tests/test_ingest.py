@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.ingest import Limits
-from mapwise.mapping.spec import load_mapping
-from mapwise.privacy import pseudonym
+from mapwise.sources.ingest import Limits
+from mapwise.sources.mapping.spec import load_mapping
+from mapwise.privacy.pseudonym import pseudonym
 
 from conftest import KEY, ORDERS_HEADER, ORDERS_ROWS, REPO, assert_balanced, dump_mapping, orders_mapping, run, write
 
@@ -75,7 +75,7 @@ def test_unseen_source_needs_only_a_yaml_file(tmp_path):
             },
         },
     )
-    from mapwise.ingest import ingest
+    from mapwise.sources.ingest import ingest
 
     result = ingest(raw_dir, [load_mapping(mapping_file)], KEY, Limits.of())
     assert_balanced(result)
@@ -153,7 +153,7 @@ def test_dimension_rows_merge_latest_non_null(raw_dir):
 
 def test_demo_data_ingests_with_expected_counts():
     """The committed demo data, through the shipped mappings (the figures `make demo` prints)."""
-    from mapwise.ingest import ingest
+    from mapwise.sources.ingest import ingest
     from mapwise.params import load_params
 
     params = load_params(REPO / "params.yaml").ingest

@@ -7,7 +7,7 @@ from math import log2
 import numpy as np
 import pytest
 
-from mapwise.metrics import (
+from mapwise.recommend.metrics import (
     average_popularity,
     bootstrap_ci,
     coverage,

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from mapwise.errors import MapwiseError
-from mapwise.models.training import config_hash, export_network, load_network, network_hparams, train_model
+from mapwise.recommend.models.training import config_hash, export_network, load_network, network_hparams, train_model
 from mapwise.params import ModelParams, load_params
-from mapwise.split import temporal_split
+from mapwise.recommend.split import temporal_split
 
 from conftest import REPO, run_stage, tiny_events
 

@@ -16,18 +16,18 @@ import pytest
 import torch
 from conftest import REPO, run_stage, tiny_events, tiny_project
 
-from mapwise.models.module import RecommenderModule, lr_factor
-from mapwise.models.networks import build_network
-from mapwise.models.sequences import (
+from mapwise.recommend.models.module import RecommenderModule, lr_factor
+from mapwise.recommend.models.networks import build_network
+from mapwise.recommend.models.sequences import (
     customer_sequences,
     next_item_examples,
     pad_left,
     sequence_chunks,
 )
-from mapwise.models.targets import NextItems
-from mapwise.models.training import load_network, refit_model, step_budget, train_model
+from mapwise.recommend.models.targets import NextItems
+from mapwise.recommend.models.training import load_network, refit_model, step_budget, train_model
 from mapwise.params import ModelParams, TrainParams, load_params
-from mapwise.split import temporal_split
+from mapwise.recommend.split import temporal_split
 
 SMALL = ModelParams(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
 
@@ -97,7 +97,7 @@ def test_repeatnet_is_a_mixture_of_repeating_and_exploring():
 
 def test_repeatnet_training_loss_is_the_mixture_likelihood():
     """Per position: -log P(next item) under the mixture computed by `forward` on the window so far."""
-    from mapwise.models.objectives import Objective
+    from mapwise.recommend.models.objectives import Objective
 
     torch.manual_seed(0)
     net = build_network("repeatnet", 10, SMALL).eval()

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mapwise.models.module import AdagradM
-from mapwise.models.objectives import Objective
+from mapwise.recommend.models.module import AdagradM
+from mapwise.recommend.models.objectives import Objective
 
 
 class _Net(nn.Module):

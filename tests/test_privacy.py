@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from mapwise.errors import MapwiseError
-from mapwise.privacy import KEY_ENV, load_key, pseudonym, pseudonymise
+from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym, pseudonymise
 
 KEY = b"a-key-of-sufficient-length"
 

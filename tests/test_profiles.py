@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from mapwise import columns as c
 from mapwise.cli import app
-from mapwise.contracts import CONTRACTS
-from mapwise.profile_report import write_profile_report
-from mapwise.profiles import OTHER, PROFILE_SCHEMA, SEGMENT_OF_RF, build_profiles, default_as_of, derive_categories
+from mapwise.sources.contracts import CONTRACTS
+from mapwise.profiles.report import write_profile_report
+from mapwise.profiles.build import OTHER, PROFILE_SCHEMA, SEGMENT_OF_RF, build_profiles, default_as_of, derive_categories
 
 from conftest import REPO
 

@@ -11,8 +11,8 @@ from conftest import worse_bundle
 from mapwise.errors import MapwiseError
 from mapwise.gate import gate
 from mapwise.registry import CHALLENGER, CHAMPION, alias_version, apply, register_bundle, rollback_decision, versions
-from mapwise.slices import customer_slices
-from mapwise.split import load_split
+from mapwise.recommend.slices import customer_slices
+from mapwise.recommend.split import load_split
 from mapwise.tracking import tracking_uri
 
 

@@ -13,14 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import KEY, REPO, worse_bundle
-from mapwise.bundle import MODEL_FILE, load_bundle
-from mapwise.models.networks import build_network
-from mapwise.onnx_export import export_onnx
+from mapwise.serving.bundle import MODEL_FILE, load_bundle
+from mapwise.recommend.models.networks import build_network
+from mapwise.serving.onnx_export import export_onnx
 from mapwise.params import ModelParams, ServeParams
-from mapwise.privacy import pseudonym
-from mapwise.recommend import Recommender
+from mapwise.privacy.pseudonym import pseudonym
+from mapwise.serving.recommendations import Recommender
 from mapwise.registry import Decision, apply, register_bundle
-from mapwise.serve import FolderSource, Keeper, RegistrySource, build, create_app
+from mapwise.serving.app import FolderSource, Keeper, RegistrySource, build, create_app
 from mapwise.tracking import tracking_uri
 
 
@@ -259,13 +259,13 @@ def _wait_for(condition, seconds: float = 60) -> None:
 
 
 def test_serving_path_needs_neither_torch_nor_pickle():
-    code = "import sys, mapwise.serve, mapwise.audience; print('torch' in sys.modules)"
+    code = "import sys, mapwise.serving.app, mapwise.serving.audience; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 
 
 def test_batch_scoring_writes_an_audience(exported_root, tmp_path):
-    from mapwise.audience import write_audience
+    from mapwise.serving.audience import write_audience
 
     rec = Recommender(load_bundle(exported_root / "models/export/gru"))
     done = write_audience(rec, None, 4, tmp_path / "a.parquet", exclude_purchased=True)

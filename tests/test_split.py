@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.contracts import UTC_TIMESTAMP
-from mapwise.split import leave_last_out_split, temporal_split
+from mapwise.sources.contracts import UTC_TIMESTAMP
+from mapwise.recommend.split import leave_last_out_split, temporal_split
 
 T = datetime(2024, 3, 1, tzinfo=UTC)
 

@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mapwise import columns as c
-from mapwise.contracts import CONTRACTS
+from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
-from mapwise.ingest import Limits, validate_rows
-from mapwise.mapping.apply import map_file
-from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.mapping.readers import load, read_raw
-from mapwise.mapping.spec import load_mapping
+from mapwise.sources.ingest import Limits, validate_rows
+from mapwise.sources.mapping.apply import map_file
+from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
+from mapwise.sources.mapping.readers import load, read_raw
+from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import load_params
 from mapwise.report import print_evaluate_report, print_ingest_report
 
@@ -147,8 +147,8 @@ def tune_command(
 
     import yaml
 
-    from mapwise.split import load_split
-    from mapwise.tune import params_fragment, tune
+    from mapwise.recommend.split import load_split
+    from mapwise.recommend.tune import params_fragment, tune
 
     params = load_params(params_file)
     split = load_split(params.split.out_dir)
@@ -252,8 +252,8 @@ def model_promote(
 ) -> None:
     """Run the promotion gate: the challenger becomes champion only if it beats it on the same test data."""
     from mapwise.gate import gate
-    from mapwise.slices import customer_slices
-    from mapwise.split import load_split
+    from mapwise.recommend.slices import customer_slices
+    from mapwise.recommend.split import load_split
 
     params = load_params(params_file)
     split = load_split(params.split.out_dir)
@@ -287,8 +287,8 @@ def serve_command(
 
     import uvicorn
 
-    from mapwise.http_limits import BoundedHttpToolsProtocol
-    from mapwise.serve import MODEL_ENV, PARAMS_ENV, source_from
+    from mapwise.serving.http_limits import BoundedHttpToolsProtocol
+    from mapwise.serving.app import MODEL_ENV, PARAMS_ENV, source_from
 
     params = load_params(params_file)
     source_from(params, model)  # a bad model reference fails here, in one line; no key yet is a 503 until there is one
@@ -299,7 +299,7 @@ def serve_command(
     console.print(f"mapwise serving on http://{host or s.host}:{port or s.port} (docs: /docs)", highlight=False)
     http = partial(BoundedHttpToolsProtocol, max_header_bytes=s.max_header_bytes,
                    request_timeout=s.request_timeout_seconds)  # httptools, with read bounds
-    uvicorn.run("mapwise.serve:app_from_env", factory=True, host=host or s.host, port=port or s.port,
+    uvicorn.run("mapwise.serving.app:app_from_env", factory=True, host=host or s.host, port=port or s.port,
                 workers=workers or s.workers, loop="uvloop", http=http, ws="none", access_log=False,
                 log_level="warning")
 
@@ -315,10 +315,10 @@ def score_command(
     include_purchased: Annotated[bool, typer.Option("--include-purchased", help="allow items already bought")] = False,
 ) -> None:
     """Write top-K recommendations for every customer (or a segment): an audience for a campaign tool."""
-    from mapwise.audience import segment_customers, write_audience
-    from mapwise.bundle import load_bundle
-    from mapwise.recommend import Recommender
-    from mapwise.serve import source_from
+    from mapwise.serving.audience import segment_customers, write_audience
+    from mapwise.serving.bundle import load_bundle
+    from mapwise.serving.recommendations import Recommender
+    from mapwise.serving.app import source_from
 
     params = load_params(params_file)
     source = source_from(params, model or params.serve.model)

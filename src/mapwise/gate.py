@@ -14,14 +14,14 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.bundle import Bundle, load_bundle
+from mapwise.serving.bundle import Bundle, load_bundle
 from mapwise.errors import MapwiseError
-from mapwise.evaluate import Scorer, cases, evaluate_case, item_popularity
-from mapwise.inference import INPUT, SCORES
-from mapwise.models.sequences import pad_left
+from mapwise.recommend.evaluate import Scorer, cases, evaluate_case, item_popularity
+from mapwise.serving.inference import INPUT, SCORES
+from mapwise.recommend.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
 from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download
-from mapwise.split import ITEM_IDX, Split
+from mapwise.recommend.split import ITEM_IDX, Split
 from mapwise.tracking import tracking_uri
 
 _BATCH = 1024

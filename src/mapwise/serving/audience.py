@@ -16,7 +16,7 @@ from mapwise import columns as c
 from mapwise.atomic import replacing
 from mapwise.errors import MapwiseError
 from mapwise.progress import steps
-from mapwise.recommend import AUDIENCE_SCHEMA, CHUNK, Recommender
+from mapwise.serving.recommendations import AUDIENCE_SCHEMA, CHUNK, Recommender
 
 FORMATS = (".parquet", ".csv")
 

@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapwise import columns as c
-from mapwise.contracts import CONTRACTS
+from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError, describe
-from mapwise.mapping.expressions import ExpressionError, compile_expression
+from mapwise.sources.mapping.expressions import ExpressionError, compile_expression
 
 Scalar = str | int | float | bool | None
 
@@ -177,7 +177,7 @@ def parse_mapping(data: object, origin: str) -> Mapping:
             compile_expression(text)
         except ExpressionError as err:
             raise MapwiseError(f"{origin}: {where}: {err}") from None
-    from mapwise.mapping.apply import check_types  # apply builds on this module: imported when needed
+    from mapwise.sources.mapping.apply import check_types  # apply builds on this module: imported when needed
 
     check_types(mapping, origin)
     return mapping

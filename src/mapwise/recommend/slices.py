@@ -6,7 +6,7 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.params import Params
-from mapwise.profiles import build_profiles
+from mapwise.profiles.build import build_profiles
 
 NEW_CUSTOMER_DAYS = 90  # customers whose first purchase is this recent count as new
 

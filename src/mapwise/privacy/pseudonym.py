@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mapwise.contracts import PSEUDONYM_LENGTH
+from mapwise.sources.contracts import PSEUDONYM_LENGTH
 from mapwise.errors import MapwiseError
 
 KEY_ENV = "MAPWISE_HMAC_KEY"

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mapwise.split import PADDING_IDX
+from mapwise.recommend.split import PADDING_IDX
 
 
 def draw_targets(futures: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,10 @@ import polars as pl
 import torch
 
 from mapwise.errors import MapwiseError
-from mapwise.metrics import average_popularity, bootstrap_ci, coverage, paired_bootstrap_diff, ranking_metrics, top_k
-from mapwise.models.networks import SequenceRecommender
-from mapwise.models.sequences import pad_left
-from mapwise.split import HISTORY, POPULARITY, TARGETS, Split
+from mapwise.recommend.metrics import average_popularity, bootstrap_ci, coverage, paired_bootstrap_diff, ranking_metrics, top_k
+from mapwise.recommend.models.networks import SequenceRecommender
+from mapwise.recommend.models.sequences import pad_left
+from mapwise.recommend.split import HISTORY, POPULARITY, TARGETS, Split
 
 VARIANTS = ("all_items", "new_items")
 _BATCH = 1024

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from mapwise import columns as c
 from mapwise.errors import MapwiseError, preview
-from mapwise.mapping.expressions import LINE_COLUMN
-from mapwise.mapping.spec import ReadSpec
+from mapwise.sources.mapping.expressions import LINE_COLUMN
+from mapwise.sources.mapping.spec import ReadSpec
 
 _OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}

@@ -7,9 +7,9 @@ from datetime import timedelta
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.bundle import PURCHASED, RECENT, RECENT_POPULARITY
-from mapwise.profiles import derive_categories
-from mapwise.split import ITEM_IDX, POPULARITY, purchases
+from mapwise.serving.bundle import PURCHASED, RECENT, RECENT_POPULARITY
+from mapwise.profiles.build import derive_categories
+from mapwise.recommend.split import ITEM_IDX, POPULARITY, purchases
 
 
 def item_table(

@@ -16,10 +16,10 @@ import optuna
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from mapwise.models.module import VAL_METRIC
-from mapwise.models.training import train_model
+from mapwise.recommend.models.module import VAL_METRIC
+from mapwise.recommend.models.training import train_model
 from mapwise.params import Params, SearchChoice, SearchRange, TrainParams
-from mapwise.split import Split
+from mapwise.recommend.split import Split
 from mapwise.tracking import artifact_location, tracking_uri
 
 

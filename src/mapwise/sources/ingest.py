@@ -14,12 +14,12 @@ import pandera.errors as pa_errors
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract
+from mapwise.sources.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract
 from mapwise.errors import MapwiseError
-from mapwise.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
-from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.mapping.readers import load, preview_expr, read_raw
-from mapwise.mapping.spec import Mapping
+from mapwise.sources.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
+from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
+from mapwise.sources.mapping.readers import load, preview_expr, read_raw
+from mapwise.sources.mapping.spec import Mapping
 from mapwise.params import IngestParams
 from mapwise.progress import steps
 

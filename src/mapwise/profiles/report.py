@@ -18,7 +18,7 @@ from rich.table import Table
 
 from mapwise import columns as c
 from mapwise.atomic import write_text
-from mapwise.profiles import SEGMENT_OF_RF
+from mapwise.profiles.build import SEGMENT_OF_RF
 
 SEGMENT_NOTES = {
     "champions": "bought very recently and often — reward them, early access, ask for reviews",

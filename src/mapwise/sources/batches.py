@@ -8,10 +8,10 @@ from pathlib import Path
 
 from mapwise.atomic import move, replacing, write_json
 from mapwise.errors import MapwiseError
-from mapwise.incoming import open_location, source_of
-from mapwise.ingest import Limits, ingest_source, inside
-from mapwise.mapping.readers import over_limit
-from mapwise.mapping.spec import Mapping
+from mapwise.sources.incoming import open_location, source_of
+from mapwise.sources.ingest import Limits, ingest_source, inside
+from mapwise.sources.mapping.readers import over_limit
+from mapwise.sources.mapping.spec import Mapping
 from mapwise.params import OrchestrateParams
 
 

@@ -35,15 +35,15 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mapwise.bundle import load_bundle
+from mapwise.serving.bundle import load_bundle
 from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
-from mapwise.privacy import KEY_ENV, load_key, pseudonym
-from mapwise.recommend import Filters, Recommender
+from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
+from mapwise.serving.recommendations import Filters, Recommender
 from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
 
-log = logging.getLogger("mapwise.serve")
+log = logging.getLogger("mapwise.serving.app")
 PARAMS_ENV, MODEL_ENV = "MAPWISE_PARAMS", "MAPWISE_MODEL"
 _ID = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]  # printable, no spaces
 _PATH = re.compile(r"(?<![\w:.~])/(?:[^\s/'\"(),;:]+/)+([^\s/'\"(),;:]*)")  # an absolute path: kept is its last part

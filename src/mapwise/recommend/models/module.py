@@ -6,9 +6,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from mapwise.metrics import ranking_metrics
-from mapwise.models.networks import build_network
-from mapwise.models.objectives import Objective
+from mapwise.recommend.metrics import ranking_metrics
+from mapwise.recommend.models.networks import build_network
+from mapwise.recommend.models.objectives import Objective
 from mapwise.params import ModelParams
 
 VAL_METRIC = "val_ndcg@10"

@@ -12,12 +12,12 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.contracts import CONTRACTS
+from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError, one_line, preview
-from mapwise.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
-from mapwise.mapping.readers import DUPLICATE, RawTable, preview_expr
-from mapwise.mapping.spec import Mapping, TimestampSpec
-from mapwise.privacy import pseudonymise
+from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
+from mapwise.sources.mapping.readers import DUPLICATE, RawTable, preview_expr
+from mapwise.sources.mapping.spec import Mapping, TimestampSpec
+from mapwise.privacy.pseudonym import pseudonymise
 
 REDACTED = "<redacted>"
 _ERR = "__err__"  # prefix of the per-column parse-error columns

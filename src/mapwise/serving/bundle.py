@@ -23,8 +23,8 @@ import polars as pl
 
 from mapwise.atomic import write_json, write_parquet
 from mapwise.errors import MapwiseError
-from mapwise.inference import session
-from mapwise.split import ITEM_IDX
+from mapwise.serving.inference import session
+from mapwise.recommend.split import ITEM_IDX
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"

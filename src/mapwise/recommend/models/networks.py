@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mapwise.models.objectives import Objective
+from mapwise.recommend.models.objectives import Objective
 from mapwise.params import ModelParams
-from mapwise.split import PADDING_IDX
+from mapwise.recommend.split import PADDING_IDX
 
 _NO_ATTENTION = -1e9  # a blocked position's attention logit: finite, so a window of padding only gives no NaN
 

@@ -31,17 +31,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from mapwise import columns as c
 from mapwise.atomic import replacing, write_json
 from mapwise.errors import MapwiseError
-from mapwise.models.module import VAL_METRIC, RecommenderModule
-from mapwise.models.networks import SequenceRecommender, build_network
-from mapwise.models.sequences import (
+from mapwise.recommend.models.module import VAL_METRIC, RecommenderModule
+from mapwise.recommend.models.networks import SequenceRecommender, build_network
+from mapwise.recommend.models.sequences import (
     customer_sequences,
     next_item_examples,
     pad_left,
     sequence_chunks,
 )
-from mapwise.models.targets import NextItems
+from mapwise.recommend.models.targets import NextItems
 from mapwise.params import ModelParams, TrainParams
-from mapwise.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split
+from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split
 
 
 @dataclass

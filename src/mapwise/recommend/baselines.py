@@ -15,7 +15,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from mapwise import columns as c
-from mapwise.split import ITEM_IDX
+from mapwise.recommend.split import ITEM_IDX
 
 _KNN_BLOCK = 4096  # item rows of the similarity matrix computed at a time
 

@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.bundle import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
-from mapwise.inference import INPUT, SCORES
-from mapwise.models.sequences import pad_left
-from mapwise.split import ITEM_IDX, POPULARITY
+from mapwise.serving.bundle import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
+from mapwise.serving.inference import INPUT, SCORES
+from mapwise.recommend.models.sequences import pad_left
+from mapwise.recommend.split import ITEM_IDX, POPULARITY
 
 MODEL, REPEAT, POPULAR = "model", "repeat", "popular"  # reason codes
 CHUNK = 1024  # customers scored per onnxruntime call in batch scoring

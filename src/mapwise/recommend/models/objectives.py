@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
-    from mapwise.models.networks import SequenceRecommender
+    from mapwise.recommend.models.networks import SequenceRecommender
 
 Loss = Literal["softmax", "sampled_softmax", "gbce"]
 Excluded = Callable[[torch.Tensor | None], torch.Tensor]  # items [K] (None = all) -> [N, K] True = not a candidate

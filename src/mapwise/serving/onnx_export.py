@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from mapwise.errors import MapwiseError
-from mapwise.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES
-from mapwise.models.networks import Caser, GRU4Rec, SequenceRecommender
-from mapwise.models.sequences import pad_left
+from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES
+from mapwise.recommend.models.networks import Caser, GRU4Rec, SequenceRecommender
+from mapwise.recommend.models.sequences import pad_left
 
 
 class ScoringGraph(nn.Module):

@@ -1,0 +1,1 @@
+"""Privacy: pseudonymisation of customer ids."""

@@ -1,0 +1,1 @@
+"""Customer profiles: RFM, value, interests, sequences, traits, as of a cutoff."""

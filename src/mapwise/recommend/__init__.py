@@ -1,0 +1,1 @@
+"""Recommenders: splits, sequence models, baselines, honest evaluation, tuning."""

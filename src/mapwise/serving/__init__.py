@@ -1,0 +1,1 @@
+"""Serving: ONNX export, bundles, the HTTP service and batch audiences."""

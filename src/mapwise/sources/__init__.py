@@ -1,0 +1,1 @@
+"""Sources and contracts: mappings, canonical tables, ingest, incoming batches."""

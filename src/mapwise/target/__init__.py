@@ -1,0 +1,1 @@
+"""Campaign targeting: propensity, uplift, next best action, explanations."""
