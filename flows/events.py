@@ -11,7 +11,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import OrchestrateParams
 
 ARRIVED = "mapwise.batch.arrived"
-RESOURCE_PREFIX = "mapwise.sources.incoming."
+RESOURCE_PREFIX = "mapwise.incoming."  # Prefect event resource ids: kept stable
 
 
 def use_local_server(p: OrchestrateParams) -> str:

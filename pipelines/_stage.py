@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from mapwise.atomic import write_json  # noqa: F401  (the stages' report writer: replaced whole)
@@ -31,6 +32,15 @@ def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[
     return 0
 
 
+def read_canonical(folder: Path, table: str) -> pl.DataFrame:
+    """One canonical table; missing or unreadable, it says to run ingest."""
+    path = folder / f"{table}.parquet"
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise MapwiseError(f"{path}: cannot read ({type(err).__name__}; run the ingest stage first?)") from None
+
+
 def read_report(path: Path, stage: str) -> dict:
     """A JSON report an earlier stage wrote; missing, it says which stage to run."""
     try:
@@ -39,13 +49,14 @@ def read_report(path: Path, stage: str) -> dict:
         raise MapwiseError(f"{path}: not found; run the {stage} stage first") from None
 
 
-def lineage(split_dir: Path) -> dict[str, str]:
-    """The git commit of the code and the data version (the split's md5 in dvc.lock) a stage works from."""
+def lineage(data_dir: Path) -> dict[str, str]:
+    """The git commit of the code and the data version (the md5 dvc.lock records for `data_dir`, an output of
+    some stage: the split, the canonical tables) a stage works from."""
     done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = done.stdout.strip() if done.returncode == 0 else "unknown"
     try:
-        outs = yaml.safe_load(Path("dvc.lock").read_text())["stages"]["split"]["outs"]
-        data = next(o["md5"] for o in outs if Path(o["path"]) == split_dir)
-    except (OSError, KeyError, StopIteration, TypeError):
+        stages = yaml.safe_load(Path("dvc.lock").read_text())["stages"]
+        data = next(o["md5"] for st in stages.values() for o in st.get("outs", []) if Path(o["path"]) == Path(data_dir))
+    except (OSError, KeyError, StopIteration, TypeError, AttributeError):
         data = "unknown"
     return {"git_commit": commit, "data_version": data}

@@ -1,11 +1,9 @@
-"""DVC stage `profile`: one point-in-time profile per customer, with an HTML report (params: profile, ingest)."""
+"""DVC stage `profile`: one point-in-time profile per customer (traits joined), with an HTML report (params: profile, ingest)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import polars as pl
 
 from mapwise import columns as c
 from mapwise.atomic import write_parquet
@@ -13,27 +11,23 @@ from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.profiles.report import print_profile_summary, write_profile_report
 from mapwise.profiles.build import build_profiles, default_as_of
-from pipelines._stage import run
-
-
-def _read(folder: Path, table: str) -> pl.DataFrame:
-    path = folder / f"{table}.parquet"
-    try:
-        return pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise MapwiseError(f"{path}: cannot read ({type(err).__name__}; run the ingest stage first?)") from None
+from mapwise.profiles.traits import with_traits
+from pipelines._stage import read_canonical, run
 
 
 def stage(params: Params) -> None:
     p = params.profile
-    events, customers, items = (_read(params.ingest.canonical_dir, t) for t in (c.EVENTS, c.CUSTOMERS, c.ITEMS))
+    events, customers, items = (read_canonical(params.ingest.canonical_dir, t) for t in (c.EVENTS, c.CUSTOMERS, c.ITEMS))
     as_of = p.as_of or default_as_of(events)
     profiles = build_profiles(events, customers, items, as_of=as_of, sequence_length=p.sequence_length,
                               category_tokens=p.category_tokens)
     if profiles.is_empty():
         raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
-    write_parquet(p.out, profiles)
     write_profile_report(profiles, p.report)
+    traits = params.ingest.canonical_dir / f"{c.CUSTOMER_TRAITS}.parquet"
+    if traits.exists():  # canonical tables from before traits existed have none
+        profiles = with_traits(profiles, read_canonical(params.ingest.canonical_dir, c.CUSTOMER_TRAITS), as_of)
+    write_parquet(p.out, profiles)
     print_profile_summary(profiles)
     print(f"profiles: {p.out}  report: {p.report}")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.registry import register_bundle
+from mapwise.serving.bundle import MODEL_FILE
 from mapwise.tracking import tracking_uri
 from pipelines._stage import read_report, run, write_json
 
@@ -24,13 +26,31 @@ def choose(params: Params) -> tuple[str, dict[str, float]]:
     return max(scores, key=scores.get), scores
 
 
+def target_bundles(params: Params) -> dict[str, Path]:
+    """Registered name -> bundle folder of every targeting model the propensity and uplift stages exported."""
+    found, prefix = {}, params.register.target_prefix
+    if params.propensity is not None:
+        for task in params.propensity.tasks:
+            if (params.propensity.out_dir / task / MODEL_FILE).is_file():
+                found[f"{prefix}-propensity-{task}"] = params.propensity.out_dir / task
+    if params.uplift is not None and (params.uplift.out_dir / MODEL_FILE).is_file():
+        found[f"{prefix}-uplift"] = params.uplift.out_dir
+    return found
+
+
 def stage(params: Params) -> None:
     p = params.register
     name, scores = choose(params)
     folder = params.export.out_dir / name
     version, created = register_bundle(params.tracking, p.model_name, folder)
+    targets = {}
+    for model_name, bundle in target_bundles(params).items():
+        target_version, target_created = register_bundle(params.tracking, model_name, bundle)
+        targets[model_name] = {"version": target_version, "created": target_created, "bundle": str(bundle)}
+        print(f"register {model_name}: version {target_version}{'' if target_created else ' (already registered)'}, alias challenger")
     write_json(p.report, {"model_name": p.model_name, "version": version, "model": name, "created": created,
-                          "bundle": str(folder), "validation_ndcg@10": scores, "tracking_uri": tracking_uri(params.tracking)})
+                          "bundle": str(folder), "validation_ndcg@10": scores, "tracking_uri": tracking_uri(params.tracking),
+                          "targets": targets})
     state = "registered as" if created else "already registered as"
     print(f"register {name} (validation NDCG@10 {scores.get(name, float('nan')):.4f}): {state} "
           f"{p.model_name} version {version}, alias challenger")

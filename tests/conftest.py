@@ -128,6 +128,8 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
         key = events.select(pl.col(contract.key).unique().sort()) if name == "customers" else items
         key.with_columns([pl.lit(None, dt).alias(col) for col, dt in contract.dtypes.items() if col != contract.key]
                          ).select(list(contract.dtypes)).write_parquet(canonical / f"{name}.parquet")
+    for name in ("customer_traits", "campaign_exposures", "sessions"):  # no source maps them: the targeting stages skip
+        CONTRACTS[name].empty().write_parquet(canonical / f"{name}.parquet")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["split"].update(cutoff=TINY_CUTOFF, validation_days=10, horizon_days=30)
     params["train"].update(batch_size=64, max_epochs=2, min_steps=0, patience=2, warmup_steps=0, lr_schedule="constant",
@@ -138,6 +140,14 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
     params["train"].update(train_overrides)
     params["tracking"]["uri"] = "sqlite:///mlflow.db"
     params["evaluate"].update(bootstrap=200, ks=[5, 10])
+    fit = {"hidden": [16], "head": [8], "batch_size": 64, "lr": 0.01, "max_epochs": 20, "patience": 3, "accelerator": "cpu",
+           "devices": 1}
+    params["propensity"].update(bootstrap=20, fit={**params["propensity"]["fit"], **fit},
+                                tasks={"shop": {"kind": "next_purchase", "horizon_days": 10, "snapshots": 2},
+                                       "trial": {"kind": "campaign_response", "campaign_id": "trial", "outcome": "visit"},
+                                       "web": {"kind": "session_purchase"}})
+    params["uplift"].update(campaign_id="trial", bootstrap=20, fit={**params["uplift"]["fit"], **fit})
+    params["target"].update(outcome="visit", contact_cost=0.1)  # a visit uplift of 0.3 where the e-mail works, 0 elsewhere
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -272,3 +282,45 @@ def worse_bundle(folder: Path, out: Path, seed: int = 1) -> Path:
     meta["parity"] = check_parity(net, session(out / MODEL_FILE), histories, atol=1e-4, min_agreement=0.99).as_dict()
     (out / METADATA_FILE).write_text(json.dumps(meta))
     return out
+
+
+def tiny_targeting(canonical: Path, customers: int = 2400, seed: int = 0) -> None:
+    """Canonical tables for the targeting stages: a randomised e-mail trial whose effect depends on traits,
+    the traits themselves, and web sessions whose purchases follow page value. Customers are new pseudonyms."""
+    import numpy as np
+    import polars as pl
+
+    from mapwise.privacy.pseudonym import pseudonym
+    from mapwise.sources.contracts import CONTRACTS, TraitSpec, traits_contract
+
+    rng = np.random.default_rng(seed)
+    ids = [pseudonym(f"t{i}", KEY) for i in range(customers)]
+    loyalty = rng.normal(size=customers)
+    plan = rng.choice(["basic", "plus"], size=customers)
+    arm = rng.choice(["control", "mail_a", "mail_b"], size=customers)
+    base = 0.15 + 0.05 * (loyalty > 0)
+    effect = np.where(arm == "mail_a", 0.3 * (plan == "plus"), np.where(arm == "mail_b", 0.3 * (loyalty > 0.5), 0.0))
+    visit = rng.random(customers) < base + effect
+    conversion = visit & (rng.random(customers) < 0.4)
+    spend = np.where(conversion, rng.gamma(2.0, 20.0, customers), 0.0)
+    exposures = pl.DataFrame({
+        "exposure_id": [f"trial:{i}" for i in range(customers)], "customer_id": ids, "campaign_id": "trial",
+        "arm": arm, "treated": arm != "control", "timestamp": None, "channel": "email", "visit": visit,
+        "conversion": conversion, "spend": spend, "source": "trial",
+    }).with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    exposures.select(list(CONTRACTS["campaign_exposures"].dtypes)).write_parquet(canonical / "campaign_exposures.parquet")
+    traits = traits_contract({"loyalty": TraitSpec(type="number"), "plan": TraitSpec(type="category", values=["basic", "plus"])})
+    pl.DataFrame({"record_id": [f"trial:{i}" for i in range(customers)], "customer_id": ids, "observed_at": None,
+                  "source": "trial", "loyalty": loyalty, "plan": plan}).with_columns(
+        pl.col("observed_at").cast(pl.Datetime("us", "UTC"))).select(list(traits.dtypes)).write_parquet(
+        canonical / "customer_traits.parquet")
+    n = customers // 2
+    page_value = rng.exponential(5.0, n) * (rng.random(n) < 0.4)
+    sessions = CONTRACTS["sessions"].empty().vstack(pl.DataFrame({
+        "session_id": [f"s{i}" for i in range(n)], "page_value": page_value, "product_pages": rng.integers(0, 50, n).astype(np.int32),
+        "visitor_type": rng.choice(["new", "returning"], n), "purchased": rng.random(n) < 0.05 + 0.6 * (page_value > 5),
+        "source": "web",
+    }).with_columns([pl.lit(None, dt).alias(col) for col, dt in CONTRACTS["sessions"].dtypes.items()
+                     if col not in ("session_id", "page_value", "product_pages", "visitor_type", "purchased", "source")]
+    ).select(list(CONTRACTS["sessions"].dtypes)).cast(CONTRACTS["sessions"].dtypes))
+    sessions.write_parquet(canonical / "sessions.parquet")

@@ -22,7 +22,7 @@ def test_every_command_has_help(command):
 
 def test_mapping_check_ok_and_error(tmp_path):
     ok = runner.invoke(app, ["mapping", "check", str(REPO / "mappings" / "hillstrom.yaml")])
-    assert ok.exit_code == 0 and "ok (hillstrom -> campaign_exposures, customers)" in ok.output
+    assert ok.exit_code == 0 and "ok (hillstrom -> customer_traits, campaign_exposures, customers)" in ok.output
     bad = orders_mapping()
     bad["tables"]["events"]["columns"]["colour"] = "x"
     path = dump_mapping(tmp_path / "orders.yaml", bad)

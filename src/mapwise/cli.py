@@ -304,6 +304,31 @@ def serve_command(
                 log_level="warning")
 
 
+@app.command("target")
+@_friendly
+def target_command(
+    params_file: ParamsOption = Path("params.yaml"),
+    model: Annotated[str | None, typer.Option(help="models:/<name>@<alias> or an uplift bundle folder "
+                                                    "(default: the champion of <register.target_prefix>-uplift)")] = None,
+    out: Annotated[Path | None, typer.Option(help=".parquet or .csv (default: target.out)")] = None,
+) -> None:
+    """Write the next best action for every customer (an arm, or no contact) with its expected uplift: an audience
+    for a campaign tool."""
+    from mapwise.serving.app import source_from
+    from mapwise.serving.audience import next_best_actions, write_actions
+    from mapwise.serving.targeting import TargetModel
+
+    params = load_params(params_file)
+    source = source_from(params, model or f"models:/{params.register.target_prefix}-uplift@champion")
+    version = source.latest()
+    if version is None:
+        raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
+    done = write_actions(next_best_actions(TargetModel(source.fetch(version))), out or params.target.out)
+    actions = ", ".join(f"{k} {v:,}" for k, v in done["actions"].items())
+    console.print(f"{done['customers']:,} customers -> {done['out']} ({actions}; model {source.description}, "
+                  f"version {version})", highlight=False, soft_wrap=True)
+
+
 @app.command("score")
 @_friendly
 def score_command(

@@ -6,6 +6,7 @@ ITEMS = "items"
 EVENTS = "events"
 CAMPAIGN_EXPOSURES = "campaign_exposures"
 SESSIONS = "sessions"
+CUSTOMER_TRAITS = "customer_traits"
 
 # keys and ids
 CUSTOMER_ID = "customer_id"
@@ -13,6 +14,7 @@ ITEM_ID = "item_id"
 EVENT_ID = "event_id"
 EXPOSURE_ID = "exposure_id"
 SESSION_ID = "session_id"
+RECORD_ID = "record_id"
 CAMPAIGN_ID = "campaign_id"
 
 # shared
@@ -47,6 +49,9 @@ TREATED = "treated"
 VISIT = "visit"
 CONVERSION = "conversion"
 SPEND = "spend"
+
+# customer traits (typed columns the mappings declare, beside these)
+OBSERVED_AT = "observed_at"
 
 # sessions
 MONTH = "month"

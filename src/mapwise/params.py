@@ -252,6 +252,8 @@ class RegisterParams(_Section):
 
     model_name: str = Field("mapwise-recommender", min_length=1)
     candidate: Literal["best", "gru", "caser", "sasrec", "repeatnet"] = Field("best", description="best = highest validation NDCG")
+    target_prefix: str = Field("mapwise", min_length=1, description="targeting models are registered as "
+                               "<prefix>-propensity-<task> and <prefix>-uplift")
     report: Path = Path("reports/register.json")
 
 
@@ -262,6 +264,8 @@ class PromoteParams(_Section):
     margin: float = Field(0.001, ge=0, description="headline NDCG gain the challenger needs over the champion")
     max_slice_drop: float = Field(0.02, ge=0, description="largest NDCG drop allowed on any slice")
     min_slice_customers: int = Field(50, ge=1, description="smaller slices are reported but do not block")
+    target_margin: float = Field(0.0, ge=0, description="targeting models: ROC AUC (propensity) or mean Qini (uplift) "
+                                 "gain the challenger needs over the champion on the same held-out rows")
     report: Path = Path("reports/promote.json")
 
 
@@ -282,6 +286,21 @@ class ServeParams(_Section):
     request_timeout_seconds: float = Field(10, gt=0, description="to receive a whole request (headers and body) from "
                                            "the connection or its first byte; over it: 408, connection closed")
     cache_dir: Path = Field(Path(".mapwise/serving"), description="downloaded versions, shared by the workers")
+    targets: dict[str, str] | None = Field(None, description=(
+        "targeting models: 'propensity/<task>' (or just '<task>') and 'uplift' -> models:/<name>@<alias> or a bundle "
+        "folder; null = every registered mapwise-propensity-<task> and mapwise-uplift with a champion alias"))
+    max_explain_rows: int = Field(100, ge=1, description="most rows one targeting request may ask reasons for")
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, targets: dict[str, str] | None) -> dict[str, str] | None:
+        import re
+
+        for name in targets or {}:
+            if not re.fullmatch(r"uplift|(propensity/)?[A-Za-z0-9_.-]{1,64}", name) or name == "propensity":
+                raise ValueError(f"'{name}': expected 'uplift', 'propensity/<task>' or '<task>' "
+                                 "(letters, digits, _ . -)")
+        return targets
 
 
 class ScoreParams(_Section):
@@ -319,6 +338,94 @@ class OrchestrateParams(_Section):
     mlflow_ui: str = Field("http://127.0.0.1:5000", description="MLflow UI the flow's artifacts link to")
 
 
+class FitParams(_Section):
+    """How a targeting network is trained (Lightning, early stopping on validation loss)."""
+
+    hidden: list[int] = Field([128, 64], description="widths of the shared hidden layers")
+    head: list[int] = Field([32], description="widths of each arm's head (uplift)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_dim: int = Field(32, ge=1, description="item embedding and GRU width of the purchase-sequence encoder")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.001, gt=0)
+    weight_decay: float = Field(0.00001, ge=0)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1, description="epochs without a lower validation loss before training stops")
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    precision: str = "32-true"
+
+
+class PropensityTask(_Section):
+    """One propensity model: what a positive is, from which canonical table."""
+
+    kind: Literal["next_purchase", "campaign_response", "session_purchase"] = Field(description=(
+        "next_purchase: a customer with purchases buys again within horizon_days of the cutoff (events); "
+        "campaign_response: a contacted customer responds (campaign_exposures of campaign_id); "
+        "session_purchase: a web session ends in a purchase (sessions)"))
+    horizon_days: int = Field(30, ge=1, description="next_purchase: the window after the cutoff a purchase must fall in")
+    snapshots: int = Field(3, ge=1, description="next_purchase: training cutoffs, horizon_days apart, before validation's")
+    sequence: bool = Field(True, description="next_purchase: encode the recent purchase sequence with a GRU")
+    campaign_id: str | None = Field(None, description="campaign_response: the campaign whose exposures are the rows")
+    outcome: Literal["conversion", "visit"] = Field("conversion", description="campaign_response: the response")
+    exclude: list[str] = Field([], description="columns never used as features (e.g. ones known only afterwards)")
+
+    @model_validator(mode="after")
+    def _campaign(self) -> PropensityTask:
+        if self.kind == "campaign_response" and not self.campaign_id:
+            raise ValueError("campaign_response needs campaign_id")
+        return self
+
+
+class _Tabular(_Section):
+    """What the targeting stages share: feature encoding, bootstrap and seed."""
+
+    max_categories: int = Field(50, ge=2, description="text columns with more distinct values are not features")
+    numeric_bins: int = Field(0, ge=0, description="> 0: each number also gets a piecewise-linear encoding over this "
+                              "many quantile bins (all models see it)")
+    bootstrap: int = Field(1000, ge=10, description="resamples per interval")
+    seed: int = 0
+
+
+class PropensityParams(_Tabular):
+    """`propensity`: who is likely to buy or respond; neural models beside scikit-learn baselines."""
+
+    tasks: dict[str, PropensityTask] = Field(description="task name -> definition")
+    validation_share: float = Field(0.2, gt=0, lt=0.5, description="random (stratified) tasks: share for validation")
+    test_share: float = Field(0.2, gt=0, lt=0.5, description="random (stratified) tasks: share held out for test")
+    baselines: list[Literal["logistic", "gradient_boosting"]] = ["logistic", "gradient_boosting"]
+    calibrate: bool = Field(True, description="isotonic calibration on validation, kept when it lowers validation log loss")
+    fit: FitParams = FitParams()
+    out_dir: Path = Path("models/propensity")
+    report: Path = Path("reports/propensity.json")
+    plots_dir: Path = Path("reports/plots/propensity")
+
+
+class UpliftParams(_Tabular):
+    """`uplift`: treatment effects of a randomised campaign, per arm against control."""
+
+    campaign_id: str = Field(description="campaign_exposures.campaign_id of a randomised trial")
+    control_arm: str = "control"
+    outcomes: list[Literal["visit", "conversion", "spend"]] = ["visit", "conversion", "spend"]
+    models: list[Literal["t_learner", "tarnet", "dragonnet"]] = ["t_learner", "tarnet", "dragonnet"]
+    baselines: list[Literal["two_model", "class_transformation"]] = ["two_model", "class_transformation"]
+    validation_share: float = Field(0.2, gt=0, lt=0.5)
+    test_share: float = Field(0.3, gt=0, lt=0.5, description="held out, stratified by arm")
+    exclude: list[str] = Field([], description="columns never used as features")
+    fit: FitParams = FitParams(hidden=[64], head=[32], dropout=0.2, batch_size=512)
+    out_dir: Path = Path("models/uplift")
+    report: Path = Path("reports/uplift.json")
+    plots_dir: Path = Path("reports/plots/uplift")
+
+
+class TargetParams(_Section):
+    """`target`: next best action per customer: the arm with the highest uplift net of its cost, or no contact."""
+
+    outcome: Literal["visit", "conversion", "spend"] = Field("spend", description="the uplift that is weighed")
+    contact_cost: float = Field(0.1, ge=0, description="cost of one contact, in units of the outcome")
+    out: Path = Path("data/audience/next_best_action.parquet")
+    report: Path = Path("reports/target.json")
+
+
 with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
     warnings.filterwarnings("ignore", message='Field name "register"')
 
@@ -332,6 +439,9 @@ with warnings.catch_warnings():  # the `register` section shadows pydantic's (AB
         tracking: TrackingParams = TrackingParams()
         evaluate: EvaluateParams
         tune: TuneParams
+        propensity: PropensityParams | None = None
+        uplift: UpliftParams | None = None
+        target: TargetParams = TargetParams()
         export: ExportParams = ExportParams()
         register: RegisterParams = RegisterParams()
         promote: PromoteParams = PromoteParams()

@@ -41,3 +41,23 @@ def flow_run_tags() -> dict[str, str]:
     """The Prefect flow run a stage runs under (the flows set it for the stages they start), as MLflow tags."""
     tags = {"prefect.flow_run_id": os.environ.get(FLOW_RUN_ENV), "prefect.flow_run_url": os.environ.get(FLOW_RUN_URL_ENV)}
     return {k: v for k, v in tags.items() if v}
+
+
+def log_run(p: TrackingParams, *, run_name: str, tags: dict[str, str], params: dict, metrics: dict[str, float]) -> str:
+    """One finished MLflow run with these params and metrics (non-finite ones left out); returns its id."""
+    import math
+
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(p)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    found = client.get_experiment_by_name(p.experiment)
+    experiment = found.experiment_id if found else client.create_experiment(p.experiment, artifact_location=artifact_location())
+    run = client.create_run(experiment, run_name=run_name, tags={**tags, **flow_run_tags()})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value)[:500])
+    for key, value in metrics.items():
+        if value is not None and math.isfinite(value):
+            client.log_metric(run.info.run_id, key, float(value))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

@@ -8,6 +8,13 @@ error answers `{"error": "<one line>"}`, without server paths. Raw customer ids 
 with the ingestion key on arrival and never logged. The service starts without a model or a key (on a
 fresh clone the first pipeline run creates both) and answers 503 with the reason until it has both;
 the key is looked for again on each request until found, and never created here.
+
+Targeting models (propensity per task, uplift for the next best action; see `targeting`) are served
+beside the recommender, each from its own source: `serve.targets` names them, or, when it is null,
+every registered `mapwise-propensity-<task>` and `mapwise-uplift` with a `champion` alias is found
+in the registry. They are loaded at startup and, for registry sources, followed on the same polling
+as the recommender (the registry is searched again for new ones too); each is loaded, smoke-checked
+and refused on its own, and none of them is needed for the recommender to serve (nor the reverse).
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import orjson
@@ -40,6 +48,7 @@ from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
 from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
 from mapwise.serving.recommendations import Filters, Recommender
+from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel
 from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
 
@@ -107,16 +116,16 @@ class RegistrySource:
         return download(self.uri, self.model_name, version, self.cache_dir)
 
 
-def source_from(params: Params, model: str | None = None) -> Source:
+def source_from(params: Params, model: str | None = None, *, what: str = "serve.model") -> Source:
     """`model`: models:/<name>@<alias> or a bundle folder; default the champion of register.model_name."""
     model = model or params.serve.model or f"models:/{params.register.model_name}@{CHAMPION}"
     if model.startswith("models:/"):
         name, sep, alias = model.removeprefix("models:/").partition("@")
         if not sep or not name or not alias:
-            raise MapwiseError(f"serve.model: '{model}' must look like models:/<name>@<alias>")
+            raise MapwiseError(f"{what}: '{model}' must look like models:/<name>@<alias>")
         return RegistrySource(tracking_uri(params.tracking), name, alias, params.serve.cache_dir)
     if not Path(model).is_dir():
-        raise MapwiseError(f"serve.model: {model} is neither models:/<name>@<alias> nor a bundle folder")
+        raise MapwiseError(f"{what}: {model} is neither models:/<name>@<alias> nor a bundle folder")
     return FolderSource(Path(model))
 
 
@@ -191,6 +200,144 @@ def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0][:300] if str(err).strip() else type(err).__name__
 
 
+PROPENSITY_MODEL_PREFIX, UPLIFT_MODEL = "mapwise-propensity-", "mapwise-uplift"
+
+
+def target_endpoint(name: str) -> str:
+    """A serve.targets key as the endpoint it feeds: 'uplift', or 'propensity/<task>' (a bare name is a task)."""
+    return name if name == UPLIFT or name.startswith(f"{PROPENSITY}/") else f"{PROPENSITY}/{name}"
+
+
+@dataclass(frozen=True)
+class LoadedTarget:
+    """A targeting model in service."""
+
+    model: TargetModel
+    version: str
+    info: dict
+
+
+@dataclass
+class TargetKeeper:
+    """The targeting models, one per endpoint ('propensity/<task>', 'uplift'), each loaded like the recommender:
+    a new version replaces the one serving only once it has loaded and passed its smoke check.
+
+    `discover` (when given) is asked for sources at every refresh: endpoints it finds are added (never removed).
+    The dicts are replaced whole on change, never changed in place: request threads read them unlocked.
+    """
+
+    sources: dict[str, Source] = field(default_factory=dict)
+    discover: Callable[[], dict[str, Source]] | None = None
+    threads: int = 1
+    current: dict[str, LoadedTarget] = field(default_factory=dict)
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # the last registry or download failure, per endpoint
+
+    def refresh(self) -> bool:
+        """Find sources (if discovering), then load each endpoint's latest version if new; True when any changed.
+
+        A registry or download failure is logged and kept for the 503 message; the next refresh tries again.
+        """
+        if self.discover is not None:
+            try:
+                found = self.discover()
+            except Exception as err:  # noqa: BLE001  (no registry yet: no targeting models, retried later)
+                log.warning("targeting models: registry search failed: %s", _first_line(err))
+            else:
+                self.sources = {**self.sources, **{k: v for k, v in found.items() if k not in self.sources}}
+        changed = False
+        for name, source in list(self.sources.items()):
+            try:
+                changed |= self._refresh(name, source)
+                self.failed = {k: v for k, v in self.failed.items() if k != name}
+            except Exception as err:  # noqa: BLE001  (registry or download failed: keep serving, retry later)
+                log.warning("targeting model %s: check failed: %s", name, _first_line(err))
+                self.failed = {**self.failed, name: _PATH.sub(r"\1", _first_line(err))}
+        return changed
+
+    def _refresh(self, name: str, source: Source) -> bool:
+        version = source.latest()
+        serving = self.current.get(name)
+        if version is None or version in self.refused.get(name, {}) or (serving and serving.version == version):
+            return False
+        folder = source.fetch(version)
+        expected = UPLIFT if name == UPLIFT else PROPENSITY
+        try:
+            model = TargetModel(folder, threads=self.threads)
+            if model.kind != expected:
+                raise MapwiseError(f"a {model.kind} bundle where a {expected} model is expected")
+        except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
+            log.warning("targeting model %s: refused version %s: %s", name, version, _first_line(err))
+            why = _PATH.sub(r"\1", _first_line(err))
+            self.refused = {**self.refused, name: {**self.refused.get(name, {}), version: why}}
+            return False
+        info = {"endpoint": name, "name": source.name, "source": source.description, "version": version,
+                **model.info(), "loaded_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        self.current = {**self.current, name: LoadedTarget(model, version, info)}
+        log.info("serving targeting model %s version %s", name, version)
+        return True
+
+    def follows(self) -> bool:
+        """Whether anything can change: a registry to search, or a registry source to follow."""
+        return self.discover is not None or any(isinstance(s, RegistrySource) for s in self.sources.values())
+
+    def follow(self, every: float) -> threading.Thread:
+        """Refresh every `every` seconds in a daemon thread."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(every)
+                self.refresh()  # catches its own failures
+
+        thread = threading.Thread(target=loop, name="mapwise-targets-follow", daemon=True)
+        thread.start()
+        return thread
+
+    def missing(self, name: str, what: str) -> str:
+        """Why `name` is not served yet, for a 503."""
+        why = [f"{what}: no model loaded yet"]
+        why += [f"version {v} refused: {r}" for v, r in self.refused.get(name, {}).items()]
+        if name in self.failed:
+            why.append(f"last check failed: {self.failed[name]}")
+        return "; ".join(why)
+
+
+def discover_targets(uri: str, cache_dir: Path) -> dict[str, Source]:
+    """Registered `mapwise-propensity-<task>` and `mapwise-uplift` models with a champion alias, by endpoint.
+
+    A SQLite registry that does not exist yet holds none (and is not created here).
+    """
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}
+    registry = client_at(uri)
+    found: dict[str, Source] = {}
+    token = None
+    while True:
+        page = registry.search_registered_models(filter_string="name LIKE 'mapwise-%'", page_token=token)
+        for model in page:
+            if CHAMPION not in (model.aliases or {}):
+                continue
+            name = model.name
+            if name == UPLIFT_MODEL:
+                found[UPLIFT] = RegistrySource(uri, name, CHAMPION, cache_dir)
+            elif name.startswith(PROPENSITY_MODEL_PREFIX) and len(name) > len(PROPENSITY_MODEL_PREFIX):
+                found[f"{PROPENSITY}/{name.removeprefix(PROPENSITY_MODEL_PREFIX)}"] = RegistrySource(
+                    uri, name, CHAMPION, cache_dir)
+        token = page.token
+        if not token:
+            return found
+
+
+def targets_from(params: Params) -> TargetKeeper:
+    """The targeting models the params name (serve.targets), or a keeper that discovers them in the registry."""
+    s = params.serve
+    if s.targets is not None:
+        sources = {target_endpoint(k): source_from(params, ref, what=f"serve.targets.{k}") for k, ref in s.targets.items()}
+        return TargetKeeper(sources, threads=s.threads)
+    uri, cache = tracking_uri(params.tracking), s.cache_dir
+    return TargetKeeper(discover=lambda: discover_targets(uri, cache), threads=s.threads)
+
+
 @dataclass
 class KeyWatch:
     """The pseudonymisation key, looked for until it exists: never created here (a fresh key would match no one)."""
@@ -258,6 +405,38 @@ def _request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
         filters: RecommendationFilters | None = None
 
     return RecommendationRequest, RecommendationFilters
+
+
+def _target_request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
+    id_list = Annotated[list[_ID], Field(min_length=1, max_length=p.max_list_items)]
+    row_list = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=p.max_list_items)]
+
+    class TargetRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        customer_ids: id_list | None = Field(None, description="the shop's own customer ids (pseudonymised on arrival, "
+                                                             "never stored), looked up in the model's customer table")
+        rows: row_list | None = Field(None, description="raw feature values, one object per row (names and types: "
+                                                    "`features` of the model in /targets); a missing feature is missing")
+        explain: bool = Field(False, description=f"add the top reasons (at most {p.max_explain_rows} rows)")
+
+        @model_validator(mode="after")
+        def _one_input(self):
+            if (self.customer_ids is None) == (self.rows is None):
+                raise ValueError("give exactly one of customer_ids and rows")
+            n = len(self.customer_ids or self.rows or [])
+            if self.explain and n > p.max_explain_rows:
+                raise ValueError(f"explain is allowed for at most {p.max_explain_rows} rows per request ({n} given)")
+            return self
+
+    class PropensityRequest(TargetRequest):
+        """Whose probability to score, for which task: customer ids or posted rows, exactly one of the two."""
+
+        task: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+    class NextBestActionRequest(TargetRequest):
+        """Who to choose an action for: customer ids or posted rows, exactly one of the two."""
+
+    return PropensityRequest, NextBestActionRequest
 
 
 class RecommendedItem(BaseModel):
@@ -338,9 +517,12 @@ class _StrictJsonRoute(APIRoute):
         return strict
 
 
-def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams) -> FastAPI:
-    """The HTTP app around a keeper (already refreshed, or not ready yet) and the key (or a watch for it)."""
+def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: TargetKeeper | None = None) -> FastAPI:
+    """The HTTP app around a keeper (already refreshed, or not ready yet), the key (or a watch for it) and the
+    targeting models (none when not given)."""
     RecommendationRequest, _ = _request_models(p)
+    PropensityRequest, NextBestActionRequest = _target_request_models(p)
+    targets = targets if targets is not None else TargetKeeper()
     keys = key if isinstance(key, KeyWatch) else KeyWatch(key=key)
     app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json,
                   description="Real-time recommendations from the registry's champion model (onnxruntime).")
@@ -389,7 +571,12 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams) -> FastAPI
 
     @app.get("/model", summary="The model in service: version, metrics, lineage, refused versions and why")
     def model() -> dict:
-        return {**serving()[0].info, "refused": keeper.refused}
+        return {**serving()[0].info, "refused": keeper.refused,
+                "targets": {name: t.info for name, t in targets.current.items()}}
+
+    @app.get("/targets", summary="The targeting models in service: features, version, metrics; refused versions")
+    def target_models() -> dict:
+        return {"targets": {name: t.info for name, t in targets.current.items()}, "refused": targets.refused}
 
     batcher = Batcher()
 
@@ -409,6 +596,56 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams) -> FastAPI
     recommendations.__annotations__["body"] = RecommendationRequest  # a local class: resolve it for FastAPI
     app.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a customer")(
         recommendations)
+
+    def target_inputs(model: TargetModel, body):  # noqa: ANN001, ANN202
+        """The request's rows encoded for the model: customer ids pseudonymised and looked up, or posted rows."""
+        if body.customer_ids is not None:
+            key = keys.get()
+            if key is None:
+                raise HTTPException(503, keys.missing)
+            ids = [cid.strip() for cid in body.customer_ids]
+            return model.from_ids(body.customer_ids, [pseudonym(cid, key) for cid in ids])
+        try:
+            return model.from_rows(body.rows)
+        except ValueError as err:
+            raise HTTPException(422, f"body.{err}") from None
+
+    def propensity(body: PropensityRequest) -> Json:  # type: ignore[valid-type]
+        name = f"{PROPENSITY}/{body.task}"
+        loaded = targets.current.get(name)
+        if loaded is None:
+            tasks = sorted({n.partition("/")[2] for n in (*targets.sources, *targets.current) if n.startswith(f"{PROPENSITY}/")})
+            if name in targets.sources:
+                raise HTTPException(503, targets.missing(name, f"propensity task '{body.task}'"))
+            if not tasks:
+                raise HTTPException(503, "no propensity model loaded: none named in serve.targets, nor registered as "
+                                         f"{PROPENSITY_MODEL_PREFIX}<task> with a {CHAMPION} alias")
+            raise HTTPException(404, f"unknown task '{body.task}'; tasks served: {', '.join(tasks)}")
+        results = loaded.model.propensity(target_inputs(loaded.model, body), explain=body.explain)
+        return Json({"task": body.task, "model": {"name": loaded.info["name"], "version": loaded.version},
+                     "results": results})
+
+    def next_best_action(body: NextBestActionRequest) -> Json:  # type: ignore[valid-type]
+        loaded = targets.current.get(UPLIFT)
+        if loaded is None:
+            if UPLIFT in targets.sources:
+                raise HTTPException(503, targets.missing(UPLIFT, "next best action"))
+            raise HTTPException(503, "no uplift model loaded: none named in serve.targets, nor registered as "
+                                     f"{UPLIFT_MODEL} with a {CHAMPION} alias")
+        m = loaded.model
+        results = m.next_best_action(target_inputs(m, body), explain=body.explain)
+        return Json({"model": {"name": loaded.info["name"], "version": loaded.version}, "outcome": m.outcome,
+                     "arms": m.arms, "contact_cost": m.contact_cost, "results": results})
+
+    propensity.__annotations__["body"] = PropensityRequest
+    next_best_action.__annotations__["body"] = NextBestActionRequest
+    app.post("/scores/propensity", summary="Calibrated probability per customer or posted row, with reasons on request",
+             description="Body: `task` and exactly one of `customer_ids` and `rows`; `explain` adds the top 5 "
+                         "reasons (integrated gradients of the uncalibrated probability from the training mean row, "
+                         "per feature).")(propensity)
+    app.post("/next-best-action", summary="The treated arm with the largest uplift net of contact cost, or no_contact",
+             description="Body: exactly one of `customer_ids` and `rows`; `explain` adds the top 5 reasons for "
+                         "the best treated arm's uplift.")(next_best_action)
     return app
 
 
@@ -483,7 +720,8 @@ async def _too_large(send, limit: int) -> None:
 
 
 def build(params: Params, model: str | None = None, *, follow: bool = True) -> FastAPI:
-    """The app for these params: key, model source, first load, and (for an alias) following it; ready or not."""
+    """The app for these params: key, model sources (recommender and targeting), first loads, and (for aliases)
+    following them; ready or not."""
     key = KeyWatch(params.ingest.key_file)
     if key.get() is None:
         log.warning("not serving yet: %s", key.missing)
@@ -494,8 +732,12 @@ def build(params: Params, model: str | None = None, *, follow: bool = True) -> F
         log.warning("no model yet: %s", str(err).splitlines()[0][:300] if str(err) else err)
     if follow and isinstance(keeper.source, RegistrySource):
         keeper.follow(params.serve.poll_seconds)
-    app = create_app(keeper, key, params.serve)
-    app.state.keeper = keeper
+    targets = targets_from(params)
+    targets.refresh()
+    if follow and targets.follows():
+        targets.follow(params.serve.poll_seconds)
+    app = create_app(keeper, key, params.serve, targets)
+    app.state.keeper, app.state.targets = keeper, targets
     return app
 
 

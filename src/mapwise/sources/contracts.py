@@ -15,6 +15,7 @@ from typing import Literal
 
 import pandera.polars as pa
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mapwise import columns as c
 
@@ -101,6 +102,39 @@ class Contract:
         return pl.DataFrame(schema=self.dtypes)
 
 
+class TraitSpec(BaseModel):
+    """One customer trait a mapping declares: its type and the values it may take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["category", "number", "integer", "flag"]
+    values: list[str] | None = Field(None, description="allowed values (category only); any text when omitted")
+    min: float | None = Field(None, description="smallest allowed value (number, integer)")
+    max: float | None = Field(None, description="largest allowed value (number, integer)")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> TraitSpec:
+        if self.values is not None and self.type != "category":
+            raise ValueError("values: only a category trait lists values")
+        if self.values is not None and (not self.values or len(set(self.values)) != len(self.values)):
+            raise ValueError("values: list each allowed value once")
+        if (self.min is not None or self.max is not None) and self.type not in ("number", "integer"):
+            raise ValueError("min / max: only number and integer traits have bounds")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is larger than max")
+        return self
+
+    def column(self) -> pa.Column:
+        if self.type == "category":
+            return _one_of(tuple(self.values)) if self.values else _text()
+        if self.type == "flag":
+            return _flag()
+        bounds = [pa.Check.ge(self.min)] if self.min is not None else []
+        bounds += [pa.Check.le(self.max)] if self.max is not None else []
+        return _num(pl.Float64 if self.type == "number" else pl.Int64, *bounds)
+
+
 def _contract(name: str, kind: Literal["fact", "dimension"], key: str, cols: dict) -> Contract:
     schema = pa.DataFrameSchema(cols, name=name, strict=True, ordered=True, coerce=False)
     return Contract(name=name, kind=kind, key=key, schema=schema)
@@ -172,6 +206,12 @@ CONTRACTS: dict[str, Contract] = {
                 c.SOURCE: _text(nullable=False),
             },
         ),
+        _contract(c.CUSTOMER_TRAITS, "fact", c.RECORD_ID, {
+            c.RECORD_ID: _text(nullable=False, unique=True),
+            c.CUSTOMER_ID: _pseudonym(),
+            c.OBSERVED_AT: _timestamp(nullable=True),
+            c.SOURCE: _text(nullable=False),
+        }),
         _contract(
             c.SESSIONS,
             "fact",
@@ -204,6 +244,23 @@ CONTRACTS: dict[str, Contract] = {
         ),
     )
 }
+
+TRAIT_BASE_COLUMNS = tuple(CONTRACTS[c.CUSTOMER_TRAITS].dtypes)
+
+
+def traits_contract(traits: dict[str, TraitSpec]) -> Contract:
+    """The customer_traits contract with the declared traits as typed columns after the fixed ones.
+
+    A trait's `observed_at` is when its values held (null: before any cutoff); profiles take, per
+    customer and trait, the latest value observed before their cutoff.
+    """
+    base = CONTRACTS[c.CUSTOMER_TRAITS]
+    clash = sorted(set(traits) & set(TRAIT_BASE_COLUMNS))
+    if clash:
+        raise ValueError(f"trait name(s) {', '.join(clash)} are columns of {c.CUSTOMER_TRAITS} already; rename them")
+    cols = {**base.schema.columns, **{name: spec.column() for name, spec in sorted(traits.items())}}
+    return _contract(base.name, base.kind, base.key, cols)
+
 
 QUARANTINE_SCHEMA = pa.DataFrameSchema(
     {

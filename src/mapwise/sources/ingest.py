@@ -14,7 +14,7 @@ import pandera.errors as pa_errors
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.sources.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract
+from mapwise.sources.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract, TraitSpec, traits_contract
 from mapwise.errors import MapwiseError
 from mapwise.sources.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
@@ -232,7 +232,7 @@ def ingest_source(
             rejected[table].append(mapped.rejected[table])
     accepted, quarantined, tables_report = {}, {}, {}
     for table in mapping.tables:
-        contract = CONTRACTS[table]
+        contract = mapping.contract(table)
         frame = pl.concat(candidates[table]) if candidates[table] else contract.empty()
         bad = [*rejected[table]]
         if contract.kind == "fact" and candidates[table]:
@@ -262,13 +262,41 @@ def ingest_source(
     return accepted, quarantined, report
 
 
+def declared_traits(mappings: list[Mapping]) -> dict[str, TraitSpec]:
+    """Every trait the mappings declare; a trait two sources declare must be declared alike."""
+    traits: dict[str, TraitSpec] = {}
+    where: dict[str, str] = {}
+    for mapping in mappings:
+        for name, spec in mapping.traits.items():
+            if name in traits and traits[name] != spec:
+                raise MapwiseError(f"trait '{name}' is declared differently by mappings '{where[name]}' and "
+                                   f"'{mapping.name}': declare it alike (type, values, bounds) or rename one")
+            traits.setdefault(name, spec)
+            where.setdefault(name, mapping.name)
+    return traits
+
+
+def canonical_contracts(mappings: list[Mapping]) -> dict[str, Contract]:
+    """The contracts of the canonical tables, customer_traits with every declared trait."""
+    return {**CONTRACTS, c.CUSTOMER_TRAITS: traits_contract(declared_traits(mappings))}
+
+
+def _conform(frames: list[pl.DataFrame], contract: Contract) -> pl.DataFrame:
+    """Rows of several sources as one table with the contract's columns (columns a source lacks are null)."""
+    if not frames:
+        return contract.empty()
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    return frame.select(pl.col(n) if n in frame.columns else pl.lit(None, t).alias(n) for n, t in contract.dtypes.items())
+
+
 def ingest(
     raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None
 ) -> IngestResult:
     """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts reject."""
     seen: dict[str, str] = {}
-    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
-    bad_parts: dict[str, list[pl.DataFrame]] = {name: [] for name in CONTRACTS}
+    contracts = canonical_contracts(mappings)
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in contracts}
+    bad_parts: dict[str, list[pl.DataFrame]] = {name: [] for name in contracts}
     sources_report = {}
     for mapping in mappings:
         files = find_files(raw_dir, mapping, batches_dir, limits.trusted)
@@ -278,8 +306,8 @@ def ingest(
             parts[table].append(accepted[table])
             bad_parts[table].append(quarantined[table])
     tables, quarantine, tables_report = {}, {}, {}
-    for name, contract in CONTRACTS.items():
-        frame = pl.concat(parts[name]).select(list(contract.dtypes)) if parts[name] else contract.empty()
+    for name, contract in contracts.items():
+        frame = _conform([p.drop(LINE_COLUMN, FILE_COLUMN, strict=False) for p in parts[name]], contract)
         sources = [m.name for m in mappings if name in m.tables]
         if contract.kind == "dimension":
             tables[name] = contract.schema.validate(_merge_dimension(frame, contract))

@@ -12,7 +12,6 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError, one_line, preview
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
 from mapwise.sources.mapping.readers import DUPLICATE, RawTable, preview_expr
@@ -277,7 +276,7 @@ def _table_rows(
     failing: set[str],
     file_id: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    contract = CONTRACTS[table]
+    contract = mapping.contract(table)
     spec = mapping.tables[table]
     exprs = {col: compile_expression(text) for col, text in spec.columns.items()}
     reads = set().union(*(e.columns for e in exprs.values())) if exprs else set()

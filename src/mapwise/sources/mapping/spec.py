@@ -9,6 +9,7 @@ later step sees it, so no raw customer id can reach a table.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -17,11 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapwise import columns as c
-from mapwise.sources.contracts import CONTRACTS
+from mapwise.sources.contracts import CONTRACTS, TRAIT_BASE_COLUMNS, Contract, TraitSpec, traits_contract
 from mapwise.errors import MapwiseError, describe
 from mapwise.sources.mapping.expressions import ExpressionError, compile_expression
 
 Scalar = str | int | float | bool | None
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class _Strict(BaseModel):
@@ -116,7 +118,14 @@ class Mapping(_Strict):
         None, description="expression (usually a column) giving the raw customer id to pseudonymise"
     )
     derive: dict[str, str] = Field(default_factory=dict)
+    traits: dict[str, TraitSpec] = Field(
+        default_factory=dict, description="customer traits this source fills (tables.customer_traits): name -> type, values"
+    )
     tables: dict[str, TableSpec]
+
+    def contract(self, table: str) -> Contract:
+        """The contract rows of `table` from this source must meet (customer_traits: with this source's traits)."""
+        return traits_contract(self.traits) if table == c.CUSTOMER_TRAITS else CONTRACTS[table]
 
     @field_validator("value_maps")
     @classmethod
@@ -135,7 +144,7 @@ class Mapping(_Strict):
                 raise ValueError(f"unknown table '{table}' (known: {', '.join(CONTRACTS)})")
             contract = CONTRACTS[table]
             for column in spec.columns:
-                if column not in contract.dtypes:
+                if column not in contract.dtypes and table != c.CUSTOMER_TRAITS:  # traits: checked with `traits`
                     known = ", ".join(contract.dtypes)
                     raise ValueError(f"{table}: unknown column '{column}' (known: {known})")
                 if column in (c.CUSTOMER_ID, c.SOURCE):
@@ -145,6 +154,22 @@ class Mapping(_Strict):
             if missing:
                 raise ValueError(f"{table}: required column(s) not mapped: {', '.join(missing)}")
         return tables
+
+    @model_validator(mode="after")
+    def _traits_declared(self) -> Mapping:
+        bad = [name for name in self.traits if not _NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"traits: name(s) {', '.join(bad)} must be lower_snake_case")
+        traits_contract(self.traits)  # names clashing with the fixed columns
+        mapped = set(self.tables[c.CUSTOMER_TRAITS].columns) if c.CUSTOMER_TRAITS in self.tables else set()
+        undeclared = sorted(mapped - set(self.traits) - set(TRAIT_BASE_COLUMNS))
+        if undeclared:
+            raise ValueError(f"{c.CUSTOMER_TRAITS}: column(s) {', '.join(undeclared)} not declared under traits "
+                             f"(declare each: {{type: category|number|integer|flag, values: [...]}})")
+        unmapped = sorted(set(self.traits) - mapped)
+        if unmapped:
+            raise ValueError(f"traits: {', '.join(unmapped)} declared but not mapped in tables.{c.CUSTOMER_TRAITS}.columns")
+        return self
 
     @model_validator(mode="after")
     def _identity_for_customers(self) -> Mapping:

@@ -1,0 +1,32 @@
+"""DVC stage `target`: the next best action for every customer the uplift model knows (an arm, or no contact),
+written for a campaign tool (params: target, uplift.out_dir)."""
+
+from __future__ import annotations
+
+import sys
+
+from mapwise.errors import MapwiseError
+from mapwise.params import Params
+from mapwise.serving.audience import next_best_actions, write_actions
+from mapwise.serving.bundle import MODEL_FILE
+from mapwise.serving.targeting import TargetModel
+from pipelines._stage import run, write_json
+
+
+def stage(params: Params) -> None:
+    t = params.target
+    folder = params.uplift.out_dir if params.uplift is not None else None
+    if folder is None or not (folder / MODEL_FILE).is_file():
+        raise MapwiseError(f"no uplift model in {folder}; run the uplift stage first (it skips when no campaign is mapped)")
+    done = write_actions(next_best_actions(TargetModel(folder)), t.out)
+    write_json(t.report, {**done, "model": str(folder), "outcome": t.outcome, "contact_cost": t.contact_cost})
+    print(f"target: {done['customers']:,} customers -> {done['out']} ("
+          + ", ".join(f"{k} {v:,}" for k, v in done["actions"].items()) + ")")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("target", __doc__, stage, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
