@@ -23,11 +23,11 @@ def stage(params: Params) -> None:
                               category_tokens=p.category_tokens)
     if profiles.is_empty():
         raise MapwiseError(f"no customer purchased before {as_of.isoformat()}: nothing to profile")
-    write_profile_report(profiles, p.report)
     traits = params.ingest.canonical_dir / f"{c.CUSTOMER_TRAITS}.parquet"
     if traits.exists():  # canonical tables from before traits existed have none
         profiles = with_traits(profiles, read_canonical(params.ingest.canonical_dir, c.CUSTOMER_TRAITS), as_of)
     write_parquet(p.out, profiles)
+    write_profile_report(profiles, p.report)
     print_profile_summary(profiles)
     print(f"profiles: {p.out}  report: {p.report}")
 

@@ -3,6 +3,7 @@ exported to ONNX (params: propensity, split.cutoff, profile, ingest.canonical_di
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mapwise.target import plots
 from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
 from mapwise.target.export import PROBABILITY, write_target_bundle
 from mapwise.target.propensity import NEURAL, TaskResult, train_task
+from mapwise.target.report import write_propensity_report
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json
 
@@ -90,6 +92,7 @@ def stage(params: Params) -> None:
     p = params.propensity
     if p is None:
         raise MapwiseError("params.yaml has no `propensity` section: nothing to train")
+    shutil.rmtree(p.plots_dir, ignore_errors=True)  # this run's plots only
     tags = {"mapwise.stage": "propensity", **lineage(params.ingest.canonical_dir)}
     report: dict = {"tasks": {}}
     with replacing_folder(p.out_dir) as out:
@@ -141,7 +144,11 @@ def stage(params: Params) -> None:
             print(f"propensity {name}: test ROC AUC neural {neural['roc_auc']:.3f} "
                   + " ".join(f"{k} {v['test']['roc_auc']:.3f}" for k, v in models.items() if k != NEURAL)
                   + (f" (neural - {gap['baseline']}: {gap['roc_auc_gain']:+.3f} [{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}])" if gap else ""))
+    if not any("models" in task for task in report["tasks"].values()):
+        plots.note_plot("every task skipped: no source maps their tables", p.plots_dir / "skipped.png", "propensity")
     write_json(p.report, report)
+    write_propensity_report(report, p.plots_dir, p.html)
+    print(f"propensity: {p.report} and {p.html}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.registry import register_bundle
 from mapwise.serving.bundle import MODEL_FILE
+from mapwise.serving.targeting import propensity_model_name, uplift_model_name
 from mapwise.tracking import tracking_uri
 from pipelines._stage import read_report, run, write_json
 
@@ -32,9 +33,9 @@ def target_bundles(params: Params) -> dict[str, Path]:
     if params.propensity is not None:
         for task in params.propensity.tasks:
             if (params.propensity.out_dir / task / MODEL_FILE).is_file():
-                found[f"{prefix}-propensity-{task}"] = params.propensity.out_dir / task
+                found[propensity_model_name(prefix, task)] = params.propensity.out_dir / task
     if params.uplift is not None and (params.uplift.out_dir / MODEL_FILE).is_file():
-        found[f"{prefix}-uplift"] = params.uplift.out_dir
+        found[uplift_model_name(prefix)] = params.uplift.out_dir
     return found
 
 

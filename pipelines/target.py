@@ -7,7 +7,7 @@ import sys
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.serving.audience import next_best_actions, write_actions
+from mapwise.serving.audience import empty_actions, next_best_actions, write_actions
 from mapwise.serving.bundle import MODEL_FILE
 from mapwise.serving.targeting import TargetModel
 from pipelines._stage import run, write_json
@@ -16,8 +16,13 @@ from pipelines._stage import run, write_json
 def stage(params: Params) -> None:
     t = params.target
     folder = params.uplift.out_dir if params.uplift is not None else None
-    if folder is None or not (folder / MODEL_FILE).is_file():
-        raise MapwiseError(f"no uplift model in {folder}; run the uplift stage first (it skips when no campaign is mapped)")
+    if folder is None or not folder.is_dir():
+        raise MapwiseError(f"no uplift model in {folder}; run the uplift stage first")
+    if not (folder / MODEL_FILE).is_file():  # the uplift stage skipped: no campaign is mapped
+        done = write_actions(empty_actions(), t.out)
+        write_json(t.report, {**done, "status": f"skipped: no uplift model in {folder} (the uplift stage skipped)"})
+        print(f"target: skipped: no uplift model in {folder}")
+        return
     done = write_actions(next_best_actions(TargetModel(folder)), t.out)
     write_json(t.report, {**done, "model": str(folder), "outcome": t.outcome, "contact_cost": t.contact_cost})
     print(f"target: {done['customers']:,} customers -> {done['out']} ("

@@ -5,6 +5,7 @@ export.atol, ingest.canonical_dir, tracking)."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import polars as pl
@@ -19,6 +20,7 @@ from mapwise.target import plots
 from mapwise.target import uplift as up
 from mapwise.target.explain import global_importance, integrated_gradients
 from mapwise.target.export import OUTCOMES, write_target_bundle
+from mapwise.target.report import write_uplift_report
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json
 from pipelines.propensity import missing_source
@@ -32,12 +34,15 @@ def stage(params: Params) -> None:
         raise MapwiseError("params.yaml has no `uplift` section: nothing to train")
     if t.outcome not in p.outcomes:
         raise MapwiseError(f"target.outcome '{t.outcome}' is not among uplift.outcomes {p.outcomes}")
+    shutil.rmtree(p.plots_dir, ignore_errors=True)  # this run's plots only
     folder = params.ingest.canonical_dir
     skipped = missing_source(folder, c.CAMPAIGN_EXPOSURES)
     if skipped:
-        with replacing_folder(p.out_dir):
-            pass
+        with replacing_folder(p.out_dir) as out:
+            write_json(out / "skipped.json", {"status": skipped})  # no bundle: register and target pass it by
+        plots.note_plot(skipped, p.plots_dir / "skipped.png", "uplift")
         write_json(p.report, {"campaign_id": p.campaign_id, "status": skipped})
+        write_uplift_report({"status": skipped}, p.plots_dir, p.html)
         print(f"uplift: {skipped}")
         return
     exposures, customers, traits = (read_canonical(folder, x) for x in (c.CAMPAIGN_EXPOSURES, c.CUSTOMERS, c.CUSTOMER_TRAITS))
@@ -123,6 +128,7 @@ def stage(params: Params) -> None:
         parts[ds.TEST].select(ds.ROW_ID, c.ARM, *p.outcomes, *[k for k in encoder.inputs if k in table.columns]).write_parquet(
             out / "test.parquet")
     write_json(p.report, report)
+    write_uplift_report(report, p.plots_dir, p.html)
     print("policy value per customer on test (" + t.outcome + f", net of {t.contact_cost} per contact): "
           + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for k, v in values.items()))
 

@@ -46,7 +46,8 @@ from mapwise.params import load_params
 from mapwise.registry import CHAMPION, alias_version, client, versions
 
 MODEL = "mapwise-recommender"
-STAGES = ["ingest", "profile", "split", "train", "evaluate", "export", "register", "promote"]
+STAGES = ["ingest", "profile", "split", "train", "evaluate", "export", "propensity", "uplift", "target", "register",
+          "promote"]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,8 @@ def test_stage_order_and_upstream_come_from_dvc(repo):
     order, upstream = graph.order, graph.upstream
     assert order == STAGES
     assert upstream["ingest"] == set() and upstream["profile"] == {"ingest"}
-    assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "register"}
+    assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "propensity", "uplift", "register"}
+    assert upstream["target"] == {"ingest", "uplift"}
     assert Path.cwd() / "reports/train.json" in graph.uncached["train"] and graph.uncached["split"] != []
 
 

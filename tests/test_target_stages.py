@@ -45,6 +45,8 @@ def test_propensity_reports_every_model_beside_the_baselines(trained):
     assert web["models"]["neural"]["test"]["roc_auc"] > 0.75  # purchases follow page value
     assert next(iter(web["explanations"]["global"])) == "page_value"
     assert report["tasks"]["shop"]["sequence_items"] > 0  # the next-purchase model reads the purchase sequence
+    page = (trained / "reports" / "propensity.html").read_text()
+    assert page.count("<h2>") == 3 and "Why this score" in page and page.count("data:image/png;base64") == 9
 
 
 def test_uplift_finds_the_effect_and_the_policy_beats_sending_nothing(trained):
@@ -62,6 +64,8 @@ def test_uplift_finds_the_effect_and_the_policy_beats_sending_nothing(trained):
     meta = json.loads((trained / "models" / "uplift" / "metadata.json").read_text())
     assert meta["kind"] == "uplift" and meta["arms"] == ["control", "mail_a", "mail_b"] and meta["parity"]["passed"]
     assert (trained / "reports" / "plots" / "uplift" / "visit_mail_a_qini.png").is_file()
+    page = (trained / "reports" / "uplift.html").read_text()
+    assert "Next best action" in page and page.count("data:image/png;base64") == 3 * 2 + 2  # Qini per outcome and arm
 
 
 def test_stages_skip_tasks_whose_data_no_source_maps(tmp_path, monkeypatch):

@@ -316,10 +316,10 @@ def target_command(
     for a campaign tool."""
     from mapwise.serving.app import source_from
     from mapwise.serving.audience import next_best_actions, write_actions
-    from mapwise.serving.targeting import TargetModel
+    from mapwise.serving.targeting import TargetModel, uplift_model_name
 
     params = load_params(params_file)
-    source = source_from(params, model or f"models:/{params.register.target_prefix}-uplift@champion")
+    source = source_from(params, model or f"models:/{uplift_model_name(params.register.target_prefix)}@champion")
     version = source.latest()
     if version is None:
         raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")

@@ -48,6 +48,9 @@ def _mentions_path(annotation: Any) -> bool:
 def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
     """The field made optional (default None), keeping its description, bounds and choices; a section recurses."""
     kind, description = field.annotation, field.description
+    sections = [a for a in get_args(kind) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(sections) == 1 and type(None) in get_args(kind):  # an optional section (`propensity`): as the section
+        kind = sections[0]
     if isinstance(kind, type) and issubclass(kind, BaseModel):  # a section (or train.model): its fields one by one
         kind, description = _all_optional(kind), description or kind.__doc__
     bounded = Annotated[kind, *field.metadata] if field.metadata else kind  # ge, lt, min_length...: on the value

@@ -397,6 +397,7 @@ class PropensityParams(_Tabular):
     fit: FitParams = FitParams()
     out_dir: Path = Path("models/propensity")
     report: Path = Path("reports/propensity.json")
+    html: Path = Path("reports/propensity.html")
     plots_dir: Path = Path("reports/plots/propensity")
 
 
@@ -414,6 +415,7 @@ class UpliftParams(_Tabular):
     fit: FitParams = FitParams(hidden=[64], head=[32], dropout=0.2, batch_size=512)
     out_dir: Path = Path("models/uplift")
     report: Path = Path("reports/uplift.json")
+    html: Path = Path("reports/uplift.html")
     plots_dir: Path = Path("reports/plots/uplift")
 
 

@@ -36,7 +36,7 @@ _COLOURS = dict(zip(c.SEGMENTS, (
     "#1a7f37", "#2da44e", "#6fdd8b", "#54aeff", "#0969da", "#d4a72c", "#fb8f44", "#cf222e", "#8c959f", "#57606a",
 ), strict=True))
 _SKEW_RATIO = 10  # log axis when the 99th percentile exceeds this many medians
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328;
 padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
@@ -205,7 +205,7 @@ def write_profile_report(profiles: pl.DataFrame, path: Path) -> None:
     summary = _summary(profiles)
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Customer profiles {html.escape(when)}</title>
-<style>{_CSS}</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>Customer profiles</h1>
 <p class="sub">As of {html.escape(when)}: built only from events before this time.</p>
 <div class="kpis">{"".join(f'<div class="kpi"><b>{v}</b><span>{k}</span></div>' for v, k in kpis)}</div>

@@ -48,7 +48,7 @@ from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
 from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
 from mapwise.serving.recommendations import Filters, Recommender
-from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel
+from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel, propensity_model_name, uplift_model_name
 from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
 
@@ -200,7 +200,6 @@ def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0][:300] if str(err).strip() else type(err).__name__
 
 
-PROPENSITY_MODEL_PREFIX, UPLIFT_MODEL = "mapwise-propensity-", "mapwise-uplift"
 
 
 def target_endpoint(name: str) -> str:
@@ -302,8 +301,8 @@ class TargetKeeper:
         return "; ".join(why)
 
 
-def discover_targets(uri: str, cache_dir: Path) -> dict[str, Source]:
-    """Registered `mapwise-propensity-<task>` and `mapwise-uplift` models with a champion alias, by endpoint.
+def discover_targets(uri: str, cache_dir: Path, prefix: str = "mapwise") -> dict[str, Source]:
+    """Registered `<prefix>-propensity-<task>` and `<prefix>-uplift` models with a champion alias, by endpoint.
 
     A SQLite registry that does not exist yet holds none (and is not created here).
     """
@@ -313,16 +312,16 @@ def discover_targets(uri: str, cache_dir: Path) -> dict[str, Source]:
     found: dict[str, Source] = {}
     token = None
     while True:
-        page = registry.search_registered_models(filter_string="name LIKE 'mapwise-%'", page_token=token)
+        page = registry.search_registered_models(filter_string=f"name LIKE '{prefix}-%'", page_token=token)
         for model in page:
             if CHAMPION not in (model.aliases or {}):
                 continue
             name = model.name
-            if name == UPLIFT_MODEL:
+            task = name.removeprefix(propensity_model_name(prefix, ""))
+            if name == uplift_model_name(prefix):
                 found[UPLIFT] = RegistrySource(uri, name, CHAMPION, cache_dir)
-            elif name.startswith(PROPENSITY_MODEL_PREFIX) and len(name) > len(PROPENSITY_MODEL_PREFIX):
-                found[f"{PROPENSITY}/{name.removeprefix(PROPENSITY_MODEL_PREFIX)}"] = RegistrySource(
-                    uri, name, CHAMPION, cache_dir)
+            elif task != name and task:
+                found[f"{PROPENSITY}/{task}"] = RegistrySource(uri, name, CHAMPION, cache_dir)
         token = page.token
         if not token:
             return found
@@ -335,7 +334,8 @@ def targets_from(params: Params) -> TargetKeeper:
         sources = {target_endpoint(k): source_from(params, ref, what=f"serve.targets.{k}") for k, ref in s.targets.items()}
         return TargetKeeper(sources, threads=s.threads)
     uri, cache = tracking_uri(params.tracking), s.cache_dir
-    return TargetKeeper(discover=lambda: discover_targets(uri, cache), threads=s.threads)
+    prefix = params.register.target_prefix
+    return TargetKeeper(discover=lambda: discover_targets(uri, cache, prefix), threads=s.threads)
 
 
 @dataclass
@@ -619,7 +619,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
                 raise HTTPException(503, targets.missing(name, f"propensity task '{body.task}'"))
             if not tasks:
                 raise HTTPException(503, "no propensity model loaded: none named in serve.targets, nor registered as "
-                                         f"{PROPENSITY_MODEL_PREFIX}<task> with a {CHAMPION} alias")
+                                         f"<register.target_prefix>-propensity-<task> with a {CHAMPION} alias")
             raise HTTPException(404, f"unknown task '{body.task}'; tasks served: {', '.join(tasks)}")
         results = loaded.model.propensity(target_inputs(loaded.model, body), explain=body.explain)
         return Json({"task": body.task, "model": {"name": loaded.info["name"], "version": loaded.version},
@@ -631,7 +631,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
             if UPLIFT in targets.sources:
                 raise HTTPException(503, targets.missing(UPLIFT, "next best action"))
             raise HTTPException(503, "no uplift model loaded: none named in serve.targets, nor registered as "
-                                     f"{UPLIFT_MODEL} with a {CHAMPION} alias")
+                                     f"<register.target_prefix>-uplift with a {CHAMPION} alias")
         m = loaded.model
         results = m.next_best_action(target_inputs(m, body), explain=body.explain)
         return Json({"model": {"name": loaded.info["name"], "version": loaded.version}, "outcome": m.outcome,

@@ -60,6 +60,11 @@ def write_audience(rec: Recommender, customers: list[str] | None, k: int, out: P
     return {"customers": len(chosen), "rows": rows, "not_known_to_model": skipped, "out": str(out)}
 
 
+def empty_actions() -> pl.DataFrame:
+    """An audience with no customer (no uplift model to choose actions)."""
+    return pl.DataFrame(schema={c.CUSTOMER_ID: pl.String, ACTION: pl.String, EXPECTED_UPLIFT: pl.Float64})
+
+
 def next_best_actions(model: TargetModel, chunk: int = 50_000) -> pl.DataFrame:
     """Every customer the uplift bundle knows: customer_id, action (an arm or no_contact), expected_uplift (net of
     the contact cost), and the gross uplift of each treated arm; highest expected uplift first."""

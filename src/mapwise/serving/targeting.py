@@ -40,6 +40,16 @@ NO_CONTACT = "no_contact"
 TOP_REASONS = 5
 
 
+def propensity_model_name(prefix: str, task: str) -> str:
+    """The registered name of a task's propensity model (register.target_prefix)."""
+    return f"{prefix}-propensity-{task}"
+
+
+def uplift_model_name(prefix: str) -> str:
+    """The registered name of the uplift model."""
+    return f"{prefix}-uplift"
+
+
 @dataclass
 class Inputs:
     """Encoded inputs for a request: one label per requested row, and model inputs for the rows found."""

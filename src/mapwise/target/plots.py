@@ -90,3 +90,11 @@ def attribution_plot(attributions: dict[str, float], path: str | Path, title: st
     ax.barh(names, [abs(value) for _, value in reversed(ranked)], color="#0969da")
     ax.grid(axis="y", visible=False)
     return _save(fig, path)
+
+
+def note_plot(text: str, path: str | Path, title: str) -> Path:
+    """A figure that only says something (e.g. why a stage had nothing to plot)."""
+    fig, ax = _axes(title, "", "")
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return _save(fig, path)
