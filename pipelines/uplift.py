@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 
+import numpy as np
 import polars as pl
 
 from mapwise import columns as c
@@ -18,7 +19,7 @@ from mapwise.target import datasets as ds
 from mapwise.target import metrics as m
 from mapwise.target import plots
 from mapwise.target import uplift as up
-from mapwise.target.explain import global_importance, integrated_gradients
+from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
 from mapwise.target.export import OUTCOMES, write_target_bundle
 from mapwise.target.report import write_uplift_report
 from mapwise.tracking import log_run
@@ -26,6 +27,7 @@ from pipelines._stage import lineage, read_canonical, run, write_json
 from pipelines.propensity import missing_source
 
 EXPLAIN_ROWS = 2000
+EXAMPLES = 3  # test rows with the largest expected uplift, explained one by one in the report
 
 
 def stage(params: Params) -> None:
@@ -101,13 +103,22 @@ def stage(params: Params) -> None:
     report["explanations"] = {"method": "integrated gradients (Captum) of each arm's predicted uplift, baseline = mean "
                                         "training row", "model": best, "arms": {}}
     binary = t.outcome in up.BINARY
+    actions, gains = up.choose_actions(u_test, arm_names, t.contact_cost)
+    top = np.argsort(-gains[:rows])[:EXAMPLES]
+    report["explanations"]["examples"] = []
     for a in range(1, len(arm_names)):
         def uplift_of(z, a=a):  # noqa: ANN001, ANN202
             out = net(z)
             out = out.sigmoid() if binary else out
             return out[:, a] - out[:, 0]
-        importance = global_importance(integrated_gradients(uplift_of, x[ds.TEST][:rows], baseline), encoder.groups)
+        attributions = integrated_gradients(uplift_of, x[ds.TEST][:rows], baseline)
+        importance = global_importance(attributions, encoder.groups)
         report["explanations"]["arms"][arm_names[a]] = importance
+        names, grouped = by_group(attributions, encoder.groups)
+        for i in (int(i) for i in top if actions[i] == arm_names[a]):
+            values = {n: parts[ds.TEST][n][i] for n in names if n in parts[ds.TEST].columns}
+            report["explanations"]["examples"].append({"row": i, "action": arm_names[a], "expected_uplift": float(gains[i]),
+                                                       "reasons": top_reasons(grouped[i], names, values)})
         plots.attribution_plot(importance, p.plots_dir / f"{t.outcome}_{arm_names[a]}_attributions.png",
                                f"{t.outcome} uplift of {arm_names[a]}: what drives it")
     values = report["policy"]["values"]

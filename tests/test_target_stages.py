@@ -65,7 +65,9 @@ def test_uplift_finds_the_effect_and_the_policy_beats_sending_nothing(trained):
     assert meta["kind"] == "uplift" and meta["arms"] == ["control", "mail_a", "mail_b"] and meta["parity"]["passed"]
     assert (trained / "reports" / "plots" / "uplift" / "visit_mail_a_qini.png").is_file()
     page = (trained / "reports" / "uplift.html").read_text()
-    assert "Next best action" in page and page.count("data:image/png;base64") == 3 * 2 + 2  # Qini per outcome and arm
+    examples = report["explanations"]["examples"]
+    assert examples and all(e["action"] in ("mail_a", "mail_b") and e["reasons"] for e in examples)
+    assert "Next best action" in page and "Why this action" in page and page.count("data:image/png;base64") == 3 * 2 + 2  # Qini per outcome and arm
 
 
 def test_stages_skip_tasks_whose_data_no_source_maps(tmp_path, monkeypatch):

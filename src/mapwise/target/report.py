@@ -101,6 +101,13 @@ def write_uplift_report(report: dict, plots_dir: Path, path: Path) -> None:
         [html.escape(k), _ci(v["value"], v["ci"], 4), f"{v['contacted_share']:.1%}"] for k, v in policy["values"].items()]))
     parts.append("<h3>What drives the uplift</h3>")
     parts += [_img(plots_dir / f"{policy['outcome']}_{arm}_attributions.png") for arm in arms[1:]]
+    examples = report.get("explanations", {}).get("examples", [])
+    if examples:
+        parts.append("<h3>Why this action: the test rows with the largest expected uplift</h3>")
+        parts.append(_table(["test row", "action", "expected uplift", "top reasons (feature = value (attribution))"], [
+            [str(e["row"]), html.escape(e["action"]), _num(e["expected_uplift"], 4),
+             "; ".join(f"{html.escape(r['feature'])} = {html.escape(str(r.get('value')))} ({r['attribution']:+.4f})"
+                       for r in e["reasons"])] for e in examples]))
     intro = ("A randomised trial, held-out rows stratified by arm. Qini and AUUC as scikit-uplift defines them "
              "(normalised by the perfect model); policy values by inverse propensity weighting, 95% bootstrap intervals.")
     write_text(path, _page("Uplift", intro, "".join(parts)))
