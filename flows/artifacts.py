@@ -30,6 +30,23 @@ def evaluation_rows(report: dict, k: int) -> list[dict]:
     return rows
 
 
+def targeting_rows(propensity: dict | None, uplift: dict | None) -> list[dict]:
+    """One row per targeting model: propensity test ROC AUC per task, uplift mean Qini per outcome; skipped tasks say so."""
+    rows = []
+    for task, r in ((propensity or {}).get("tasks") or {}).items():
+        if "models" not in r:
+            rows.append({"kind": "propensity", "task": task, "model": "-", "metric": r.get("status"), "value": None})
+        for model, m in r.get("models", {}).items():
+            rows.append({"kind": "propensity", "task": task, "model": model, "metric": "test ROC AUC",
+                         "value": m["test"]["roc_auc"]})
+    for outcome, r in ((uplift or {}).get("outcomes") or {}).items():
+        for model, m in r["test"].items():
+            chosen = " (selected)" if model == r["selected"] else ""
+            rows.append({"kind": "uplift", "task": outcome, "model": model + chosen, "metric": "test mean Qini",
+                         "value": m["mean_qini"]})
+    return rows
+
+
 def decision_markdown(params: Params, decision: dict, registered: dict | None, fresh: bool) -> str:
     """The gate decision, its figures and links to the MLflow model version and decision run."""
     ui, name = params.orchestrate.mlflow_ui.rstrip("/"), decision["model_name"]
@@ -55,6 +72,10 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
         lines += ["", f"| | NDCG@{params.evaluate.headline_k} ({figures.get('variant')}) |", "| --- | --- |",
                   f"| challenger | {figures['challenger']} |", f"| champion | {figures.get('champion')} |",
                   f"| difference | {figures.get('diff')} {figures.get('diff_ci', '')} |"]
+    targets = decision.get("targets") or {}
+    if targets:
+        lines += ["", "## Targeting models", "", "| model | decision | champion after | reason |", "| --- | --- | --- | --- |"]
+        lines += [f"| {n} | {d['action']} | {d['champion_after']} | {d['reason']} |" for n, d in targets.items()]
     return "\n".join(lines)
 
 
@@ -84,6 +105,11 @@ def publish(params: Params, runs: list[StageRun], recorded: Recorded | None = No
         k = params.evaluate.headline_k
         create_table_artifact(evaluation_rows(evaluation, k), key="evaluation",
                               description=f"Every model beside the baselines, full-ranking metrics at K={k}, on the test window")
+    targeting = targeting_rows(_read(params.propensity.report) if params.propensity else None,
+                               _read(params.uplift.report) if params.uplift else None)
+    if targeting:
+        create_table_artifact(targeting, key="targeting", description="Propensity and uplift models beside their "
+                              "baselines, on held-out rows")
     decision = _read(params.promote.report)
     if decision:
         fresh = any(r.stage == "promote" and r.ran for r in runs)

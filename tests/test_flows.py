@@ -124,7 +124,7 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     with get_client(sync_client=True) as c:
         artifacts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     by_key = {a.key: a for a in artifacts}
-    assert set(by_key) == {"stages", "evaluation", "gate-decision", "reproduce"}
+    assert set(by_key) == {"stages", "evaluation", "targeting", "gate-decision", "reproduce"}
     recorded = result["recorded"]
     assert recorded["ref"].startswith("refs/exps/") and recorded["commit"] in by_key["reproduce"].data
     assert _git("rev-parse", recorded["ref"]).strip() == recorded["commit"]
@@ -132,7 +132,11 @@ def test_pipeline_flow_runs_each_stage_as_a_task_and_leaves_artifacts_and_lineag
     assert client(_tracking()).get_model_version(MODEL, "1").tags["git_commit"] == recorded["commit"]
     evaluation = json.loads(by_key["evaluation"].data)
     assert {row["recommender"] for row in evaluation} == {"gru", "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
+    targeting = json.loads(by_key["targeting"].data)  # the tiny shop: only its next-purchase task has data
+    assert {(row["task"], row["model"]) for row in targeting if row["metric"] == "test ROC AUC"} == {
+        ("shop", "neural"), ("shop", "logistic"), ("shop", "gradient_boosting")}
     gate = by_key["gate-decision"].data
+    assert "| mapwise-propensity-shop | promote | 1 | no champion yet |" in gate
     assert "# Gate: promote version 1" in gate and f"/#/models/{MODEL}/versions/1" in gate
     assert result["decision"]["run_id"] in gate
     assert f"/runs/{client(_tracking()).get_model_version(MODEL, '1').run_id})" in gate, "a link to the version's run"
