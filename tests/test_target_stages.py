@@ -111,3 +111,18 @@ def test_the_gate_promotes_a_better_challenger_on_the_same_rows(trained, tmp_pat
     assert probabilities.shape == (test.height,) and ((0 <= probabilities) & (probabilities <= 1)).all()
     again = target_gate(tracking, "mapwise-propensity-web", test, 0.0, tmp_path / "cache")
     assert again.action == "keep"
+
+
+def test_training_is_reproducible_from_the_seed():
+    import numpy as np
+
+    from mapwise.params import FitParams
+    from mapwise.target.fitting import fit, predict
+    from mapwise.target.networks import ArmsNet
+
+    rng = np.random.default_rng(0)
+    x, arm, y = rng.normal(size=(600, 5)).astype(np.float32), rng.integers(0, 3, 600), (rng.random(600) < 0.3).astype(np.float32)
+    p = FitParams(hidden=[8], head=[4], batch_size=64, max_epochs=2, accelerator="cpu", devices=1)
+    runs = [predict(fit(lambda: ArmsNet("dragonnet", 5, 3, [8], [4], 0.2), [x, arm, y], [x, arm, y], p, binary=True,
+                        arms=True, seed=seed)[0], x) for seed in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 import logging
 import warnings
 
@@ -92,10 +93,12 @@ def tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.tensor(a, dtype=torch.int64 if np.issubdtype(a.dtype, np.integer) else torch.float32) for a in arrays]
 
 
-def fit(net: nn.Module, train: list[np.ndarray], val: list[np.ndarray], p: FitParams, *, binary: bool, arms: bool,
-        seed: int) -> tuple[nn.Module, dict]:
-    """Train `net` (arrays as the batches are laid out, outcome last) and return it with the best weights."""
+def fit(build: Callable[[], nn.Module], train: list[np.ndarray], val: list[np.ndarray], p: FitParams, *, binary: bool,
+        arms: bool, seed: int) -> tuple[nn.Module, dict]:
+    """Build the network once seeded (so its initial weights are reproducible), train it on the arrays (laid out as
+    the batches are, outcome last) and return it with the weights of its best validation epoch."""
     L.seed_everything(seed, workers=True, verbose=False)
+    net = build()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available: False", tips: noise per fit
     module = TargetModule(net, binary=binary, arms=arms, lr=p.lr, weight_decay=p.weight_decay)

@@ -151,8 +151,8 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
     vocab = item_vocabulary(frame) if use_sequence and SEQUENCE in frame.columns else None
     train, val, test = (inputs(f, encoder, vocab, sequence_length) for f in (train_f, val_f, test_f))
     fit_p = fit_params_for(p.fit, len(train.y))
-    net = PropensityNet(train.x.shape[1], list(fit_p.hidden), fit_p.dropout, len(vocab) if vocab else 0, fit_p.embedding_dim)
-    net, curve = fit(net, [*train.arrays(), train.y], [*val.arrays(), val.y], fit_p, binary=True, arms=False, seed=p.seed)
+    net, curve = fit(lambda: PropensityNet(train.x.shape[1], list(fit_p.hidden), fit_p.dropout, len(vocab) if vocab else 0,
+                                           fit_p.embedding_dim), [*train.arrays(), train.y], [*val.arrays(), val.y], fit_p, binary=True, arms=False, seed=p.seed)
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     raw_val, raw_test = sigmoid(predict(net, *val.arrays())), sigmoid(predict(net, *test.arrays()))
     calib, check = calibration(raw_val, val.y, p.seed) if p.calibrate else (Calibration(), {"used": False})

@@ -87,8 +87,8 @@ def fit_outcome(outcome: str, x: dict[str, np.ndarray], arm: dict[str, np.ndarra
     squash = (lambda z: 1 / (1 + np.exp(-z))) if binary else (lambda z: z)
     val, test, nets, curves = {}, {}, {}, {}
     for kind in p.models:
-        net = ArmsNet(kind, x[TRAIN].shape[1], arms, list(p.fit.hidden), list(p.fit.head), p.fit.dropout)
-        net, curve = fit(net, [x[TRAIN], arm[TRAIN], y[TRAIN]], [x[VALIDATION], arm[VALIDATION], y[VALIDATION]], p.fit,
+        net, curve = fit(lambda kind=kind: ArmsNet(kind, x[TRAIN].shape[1], arms, list(p.fit.hidden), list(p.fit.head),
+                                                   p.fit.dropout), [x[TRAIN], arm[TRAIN], y[TRAIN]], [x[VALIDATION], arm[VALIDATION], y[VALIDATION]], p.fit,
                          binary=binary, arms=True, seed=p.seed)
         nets[kind], curves[kind] = net, curve
         val[kind], test[kind] = squash(predict(net, x[VALIDATION])), squash(predict(net, x[TEST]))
