@@ -1,4 +1,5 @@
-"""DVC stage `ingest`: map the raw sources into validated canonical tables (params: ingest)."""
+"""DVC stage `ingest`: map the raw sources into validated canonical tables, leaving out forgotten customers
+(params: ingest, privacy.forget_log)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mapwise.atomic import replacing_folder
 from mapwise.sources.ingest import Limits, ingest
 from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import Params
+from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import load_key
 from mapwise.report import print_ingest_report
 from pipelines._stage import run, write_json
@@ -24,7 +26,8 @@ def _write_tables(folder: Path, frames: dict[str, pl.DataFrame]) -> None:
 def stage(params: Params) -> None:
     p = params.ingest
     mappings = [load_mapping(p.mappings_dir / f"{name}.yaml") for name in p.sources]
-    result = ingest(p.raw_dir, mappings, load_key(p.key_file), Limits.of(p), p.batches_dir)
+    result = ingest(p.raw_dir, mappings, load_key(p.key_file), Limits.of(p), p.batches_dir,
+                    forgotten(params.privacy.forget_log))
     with replacing_folder(p.canonical_dir) as canonical:  # both folders built whole, then swapped in
         _write_tables(canonical, result.tables)
         with replacing_folder(p.quarantine_dir) as quarantine:

@@ -1,5 +1,6 @@
 """DVC stage `propensity`: who will buy or respond; neural models beside baselines, calibrated, explained,
-exported to ONNX (params: propensity, split.cutoff, profile, ingest.canonical_dir, tracking)."""
+exported to ONNX for the customers who consent (params: propensity, split.cutoff, profile, ingest.canonical_dir,
+privacy.consent, tracking)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mapwise.target.explain import by_group, global_importance, integrated_gradi
 from mapwise.target.export import PROBABILITY, write_target_bundle
 from mapwise.target.propensity import NEURAL, TaskResult, train_task
 from mapwise.target.report import write_propensity_report
+from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json
 
@@ -105,7 +107,8 @@ def stage(params: Params) -> None:
             table, latest = task_tables(params, task)
             try:
                 result = train_task(table, exclude=task.exclude, p=p, sequence_length=params.profile.sequence_length,
-                                    use_sequence=task.kind == "next_purchase" and task.sequence)
+                                    use_sequence=task.kind == "next_purchase" and task.sequence,
+                                    augment=p.augment.get(name))
             except ValueError as err:
                 raise MapwiseError(f"propensity task '{name}': {err}") from None
             r = result.report
@@ -117,11 +120,17 @@ def stage(params: Params) -> None:
                             f"{name}: cumulative gain on test")
             r["explanations"] = explain(result, p.plots_dir / f"{name}_attributions.png", f"{name}: what drives the score")
             neural = models[NEURAL]["test"]
-            run_id = log_run(params.tracking, run_name=f"propensity {name}", tags={**tags, "task": name, "model": NEURAL},
-                             params={"task": name, **task.model_dump(mode="json"), **p.fit.model_dump(mode="json")},
+            dp = r.get("private")
+            run_id = log_run(params.tracking, run_name=f"propensity {name}",
+                             tags={**tags, "task": name, "model": NEURAL, "private": str(dp is not None).lower()},
+                             params={"task": name, **task.model_dump(mode="json"), **p.fit.model_dump(mode="json")}
+                             | ({f"dp.{k}": dp[k] for k in ("target_epsilon", "delta", "max_grad_norm", "epochs",
+                                                            "noise_multiplier", "accountant")} if dp else {}),
                              metrics={f"test.{k}.roc_auc": v["test"]["roc_auc"] for k, v in models.items()}
                              | {"test.neural.pr_auc": neural["pr_auc"], "test.neural.log_loss": neural["log_loss"],
-                                "test.neural.ece": neural["ece"]})
+                                "test.neural.ece": neural["ece"]}
+                             | ({"dp.epsilon": dp["epsilon"], "test.non_private.roc_auc": dp["non_private"]["test"]["roc_auc"],
+                                 "dp.roc_auc_cost": dp["cost"]["roc_auc"]} if dp else {}))
             metadata = {
                 "kind": "propensity", "model": f"propensity-{name}", "task": name, "definition": r["definition"],
                 "encoder": result.encoder.to_dict(), "feature_baseline": result.test_inputs.x.mean(axis=0).tolist(),
@@ -134,6 +143,12 @@ def stage(params: Params) -> None:
             keep = [ds.ROW_ID if task.kind == "session_purchase" else c.CUSTOMER_ID, *result.encoder.inputs]
             customers = latest.select([k for k in keep if k in latest.columns] + ([ds.SEQUENCE] if result.vocab else []))
             customers = customers.rename({ds.ROW_ID: c.CUSTOMER_ID}, strict=False)
+            if task.kind != "session_purchase":  # served by customer id: consenting customers only
+                customers, metadata["consent"] = withhold(customers, read_canonical(params.ingest.canonical_dir, c.CUSTOMERS),
+                                                          params.privacy.consent)
+                r["consent"] = metadata["consent"]
+            if dp:
+                metadata["private"] = {k: dp[k] for k in ("epsilon", "delta", "accountant", "scope")}
             r["parity"] = write_target_bundle(out / name, result.net, result.test_inputs.arrays(), metadata, customers,
                                               result.vocab, binary=True, output=PROBABILITY,
                                               sequence_length=result.sequence_length, atol=params.export.atol)
@@ -144,6 +159,16 @@ def stage(params: Params) -> None:
             print(f"propensity {name}: test ROC AUC neural {neural['roc_auc']:.3f} "
                   + " ".join(f"{k} {v['test']['roc_auc']:.3f}" for k, v in models.items() if k != NEURAL)
                   + (f" (neural - {gap['baseline']}: {gap['roc_auc_gain']:+.3f} [{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}])" if gap else ""))
+            if "augment" in r and "kept" in r["augment"]:
+                a = r["augment"]
+                print(f"propensity {name}: with synthetic rows for {len(a['segments'])} scarce {a['segment']} segment(s): "
+                      f"validation ROC AUC {a['with']['validation_roc_auc']:.3f} vs {a['without']['validation_roc_auc']:.3f}, "
+                      f"test gain {a['test_gain']['roc_auc']:+.3f} [{a['test_gain']['ci'][0]:+.3f}, "
+                      f"{a['test_gain']['ci'][1]:+.3f}]; kept: {a['kept']}")
+            if dp:
+                print(f"propensity {name}: DP-SGD epsilon {dp['epsilon']:.2f} (delta {dp['delta']:.1e}): test ROC AUC "
+                      f"{dp['private']['test']['roc_auc']:.3f} vs {dp['non_private']['test']['roc_auc']:.3f} without "
+                      f"({dp['cost']['roc_auc']:+.3f} [{dp['cost']['ci'][0]:+.3f}, {dp['cost']['ci'][1]:+.3f}])")
     if not any("models" in task for task in report["tasks"].values()):
         plots.note_plot("every task skipped: no source maps their tables", p.plots_dir / "skipped.png", "propensity")
     write_json(p.report, report)

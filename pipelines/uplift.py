@@ -1,7 +1,7 @@
 """DVC stage `uplift`: treatment effects of a randomised campaign per arm, neural models beside
 gradient-boosting meta-learners; Qini, AUUC, uplift@k and the next-best-action policy's value on
 held-out rows; the selected model for `target.outcome` exported to ONNX (params: uplift, target,
-export.atol, ingest.canonical_dir, tracking)."""
+export.atol, ingest.canonical_dir, privacy.consent, tracking); only consenting customers are in the bundle."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mapwise.target import uplift as up
 from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
 from mapwise.target.export import OUTCOMES, write_target_bundle
 from mapwise.target.report import write_uplift_report
+from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json
 from pipelines.propensity import missing_source
@@ -131,7 +132,9 @@ def stage(params: Params) -> None:
                 "metrics": {"test": {"mean_qini": report["outcomes"][t.outcome]["test"][best]["mean_qini"]},
                             "validation": {"mean_qini": report["outcomes"][t.outcome]["validation_mean_qini"][best]}},
                 "lineage": {**tags, "train_run_id": run_id}}
-    latest = table.unique(c.CUSTOMER_ID, keep="last", maintain_order=True)
+    latest, metadata["consent"] = withhold(table.unique(c.CUSTOMER_ID, keep="last", maintain_order=True), customers,
+                                           params.privacy.consent)  # served and targeted: consenting customers only
+    report["consent"] = metadata["consent"]
     with replacing_folder(p.out_dir) as out:
         report["parity"] = write_target_bundle(out, net, [x[ds.TEST]], metadata,
                                                latest.select(c.CUSTOMER_ID, *[k for k in encoder.inputs if k in latest.columns]),

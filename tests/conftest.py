@@ -148,17 +148,23 @@ def tiny_project(root: Path, events: dict | None = None, **train_overrides) -> P
                                        "web": {"kind": "session_purchase"}})
     params["uplift"].update(campaign_id="trial", bootstrap=20, fit={**params["uplift"]["fit"], **fit})
     params["target"].update(outcome="visit", contact_cost=0.1)  # a visit uplift of 0.3 where the e-mail works, 0 elsewhere
+    params["synth"]["gan"].update(epochs=3, batch_size=20, pac=2, generator=[32], discriminator=[32], embedding_dim=16,
+                                  accelerator="cpu", devices=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
+PII_COLUMN = "email"  # in the raw shop CSV, never mapped: it must reach no artifact
+
+
 def shop_csv(path: Path, **events) -> Path:
-    """Tiny purchase events as a shop's raw CSV (customer_id, item_id, timestamp)."""
+    """Tiny purchase events as a shop's raw CSV (customer_id, item_id, timestamp, and the customer's e-mail)."""
     import polars as pl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     timestamps = pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S")
-    tiny_events(**events).select("customer_id", "item_id", timestamps).write_csv(path)
+    email = pl.format("{}@shop.example", pl.col("customer_id").str.slice(0, 10)).alias(PII_COLUMN)
+    tiny_events(**events).select("customer_id", "item_id", timestamps, email).write_csv(path)
     return path
 
 
@@ -177,6 +183,7 @@ def dvc_project(root: Path, **train_overrides) -> Path:
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shop_csv(root / "raw" / "shop.csv")
     shutil.copytree(REPO / "data" / "batches", root / "data" / "batches")
+    shutil.copytree(REPO / "data" / "privacy", root / "data" / "privacy")
     dump_mapping(root / "mappings" / "shop.yaml", {
         "name": "shop", "read": {"pattern": "shop.csv"}, "identity": "customer_id",
         "timestamps": {"timestamp": {"format": "%Y-%m-%d %H:%M:%S"}},

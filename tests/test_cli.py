@@ -11,7 +11,8 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     "command",
     [[], ["mapping"], ["mapping", "check"], ["mapping", "preview"], ["contracts"], ["report"], ["report", "ingest"],
-     ["report", "evaluate"], ["profile"], ["profile", "show"], ["tune"], ["params"], ["params", "check"]],
+     ["report", "evaluate"], ["profile"], ["profile", "show"], ["tune"], ["params"], ["params", "check"], ["forget"],
+     ["synth"], ["privacy"], ["privacy", "scan"], ["score"], ["target"]],
     ids=lambda c: " ".join(c) or "mapwise",
 )
 def test_every_command_has_help(command):
@@ -49,3 +50,16 @@ def test_contracts_and_params():
     assert runner.invoke(app, ["contracts", "nope"]).exit_code == 1
     result = runner.invoke(app, ["params", "check", str(REPO / "params.yaml")])
     assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_forget_without_a_customer_or_a_key_says_so_in_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAPWISE_HMAC_KEY", raising=False)
+    nothing = runner.invoke(app, ["forget"])
+    assert nothing.exit_code == 1 and "no customer to forget" in nothing.output
+    keyless = runner.invoke(app, ["forget", "17850"])
+    assert keyless.exit_code == 1 and "no pseudonymisation key" in keyless.output
+    assert not (tmp_path / "data/privacy/forget.jsonl").exists(), "nothing logged without the key"

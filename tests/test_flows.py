@@ -46,7 +46,7 @@ from mapwise.params import load_params
 from mapwise.registry import CHAMPION, alias_version, client, versions
 
 MODEL = "mapwise-recommender"
-STAGES = ["ingest", "profile", "split", "train", "evaluate", "export", "propensity", "uplift", "target", "register",
+STAGES = ["ingest", "profile", "synth", "split", "train", "evaluate", "export", "propensity", "uplift", "target", "register",
           "promote"]
 
 
@@ -433,3 +433,23 @@ def test_from_the_ui_a_typed_form_one_line_failures_and_a_cancel_that_stops_the_
     assert {name: Path(name).read_bytes() for name in before} == before
     assert bundle_digest(Path("models/export/gru")) == trained and Path("models/trained").is_dir()
     assert "Data and pipelines are up to date" in _dvc_status(), "the workspace as DVC left it"
+
+
+def test_no_raw_id_or_pii_column_reaches_any_artifact(repo):
+    """After the flow runs above (pipeline, overrides, retrains, rejected batches): no raw customer id, e-mail or
+    e-mail column in any output, quarantine table, report, model, MLflow's store or Prefect's (artifacts, logs)."""
+    import polars as pl
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    from conftest import PII_COLUMN
+    from mapwise.privacy.scan import scan
+
+    raw = [pl.read_csv(f) for f in [Path("raw/shop.csv"), *Path("data").rglob("*.csv")] if PII_COLUMN in f.read_text()[:200]]
+    needles = sorted({v for frame in raw for col in ("customer_id", PII_COLUMN) for v in frame[col].to_list()})
+    assert len(needles) > 100
+    artifacts = [Path(p) for p in ("data/canonical", "data/quarantine", "data/profiles", "data/split", "data/audience",
+                                   "models", "reports", "mlflow.db", "mlartifacts", ".mapwise")]
+    prefect = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split(":///", 1)[1])  # the test server's database
+    assert prefect.is_file(), "Prefect's artifacts and logs are scanned"
+    found = scan([p for p in artifacts if p.exists()] + [prefect.parent], needles, pii_columns=[PII_COLUMN])
+    assert [(str(f.file), f.where) for f in found] == []

@@ -25,6 +25,7 @@ def _project(tmp_path: Path, params_change=None) -> Path:
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else (
             dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
     shutil.copytree(REPO / "data" / "batches", root / "data" / "batches")
+    shutil.copytree(REPO / "data" / "privacy", root / "data" / "privacy")
     write(root / "raw" / "orders.csv", "\n".join([ORDERS_HEADER, *ORDERS_ROWS, "A9,S1,Mug,-1,1.0,2024-01-02 10:00:00,c9,UK"]) + "\n")
     dump_mapping(root / "mappings" / "orders.yaml", orders_mapping())
     params = yaml.safe_load((REPO / "params.yaml").read_text())

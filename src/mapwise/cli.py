@@ -28,6 +28,7 @@ from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
 from mapwise.sources.mapping.readers import load, read_raw
 from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import load_params
+from mapwise.privacy.release import context_tables, held_back, release
 from mapwise.report import print_evaluate_report, print_ingest_report
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -35,10 +36,12 @@ mapping_app = typer.Typer(help="Check and try source mappings.", no_args_is_help
 report_app = typer.Typer(help="Show stage reports.", no_args_is_help=True)
 params_app = typer.Typer(help="Check params.yaml.", no_args_is_help=True)
 profile_app = typer.Typer(help="Look up customer profiles.", no_args_is_help=True)
+privacy_app = typer.Typer(help="Audit artifacts for personal data.", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(report_app, name="report")
 app.add_typer(params_app, name="params")
 app.add_typer(profile_app, name="profile")
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 
 
@@ -323,10 +326,14 @@ def target_command(
     version = source.latest()
     if version is None:
         raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
-    done = write_actions(next_best_actions(TargetModel(source.fetch(version))), out or params.target.out)
+    out = out or params.target.out
+    customers, context = context_tables(params.ingest.canonical_dir, params.profile.out)
+    actions, held = release(next_best_actions(TargetModel(source.fetch(version))), params.privacy, customers=customers,
+                         context=context, what=f"the audience {out}")
+    done = write_actions(actions, out)
     actions = ", ".join(f"{k} {v:,}" for k, v in done["actions"].items())
     console.print(f"{done['customers']:,} customers -> {done['out']} ({actions}; model {source.description}, "
-                  f"version {version})", highlight=False, soft_wrap=True)
+                  f"version {version}){held_back(held)}", highlight=False, soft_wrap=True)
 
 
 @app.command("score")
@@ -351,9 +358,159 @@ def score_command(
     if version is None:
         raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
     rec = Recommender(load_bundle(source.fetch(version)))
-    customers = segment_customers(params.profile.out, segment) if segment else None
+    chosen = segment_customers(params.profile.out, segment) if segment else sorted(rec.customers)
     p = params.score
-    done = write_audience(rec, customers, k or p.k, out or p.out,
+    out = out or p.out
+    tables = context_tables(params.ingest.canonical_dir, params.profile.out)
+    allowed, held = release(pl.DataFrame({c.CUSTOMER_ID: chosen}, schema={c.CUSTOMER_ID: pl.String}), params.privacy,
+                            customers=tables[0], context=tables[1], what=f"the audience {out}")
+    done = write_audience(rec, allowed[c.CUSTOMER_ID].to_list(), k or p.k, out,
                           exclude_purchased=p.exclude_purchased and not include_purchased)
     console.print(f"{done['rows']:,} recommendations for {done['customers']:,} customers -> {done['out']} "
-                  f"(model {source.description}, version {version})", highlight=False, soft_wrap=True)
+                  f"(model {source.description}, version {version}){held_back(held)}", highlight=False, soft_wrap=True)
+
+
+@app.command("forget")
+@_friendly
+def forget_command(
+    customers: Annotated[list[str] | None, typer.Argument(help="raw customer ids, as written in the source files")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="a batch of requests: one raw id per line, or a CSV "
+                                                              "with a customer_id column")] = None,
+    purge_history: Annotated[bool, typer.Option("--purge-history", help="also delete the older DVC versions of data "
+                                                                        "and models that hold them (cache and remote)")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="purge history without asking")] = False,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Forget customers: log the request (pseudonyms only), remove their rows from canonical data, profiles, splits,
+    audiences and model bundles now, and mark the models trained on them; the next `dvc repro` retrains without them.
+
+    The raw files are not modified: ingest leaves logged customers out. The service answers them as unknown at once.
+    """
+    from mapwise.privacy.erasure import RETRAIN_TAG, forget_customers, pseudonyms_of
+    from mapwise.privacy.forget import read_request_file
+
+    params = load_params(params_file)
+    raw = [*(customers or []), *(read_request_file(file) if file else [])]
+    if not raw:
+        raise MapwiseError("no customer to forget: give raw customer ids, or --file with one per line")
+    ids = pseudonyms_of(params, raw)
+    done = forget_customers(params, ids, f"file:{file.name}" if file else "cli")
+    rows = sum(done["files"].values())
+    console.print(f"{len(done['requests'])} request(s) logged in {params.privacy.forget_log}"
+                  + (f" ({done['already_forgotten']} already forgotten)" if done["already_forgotten"] else "")
+                  + f"; {rows:,} row(s) removed from {len(done['files'])} file(s); "
+                  + f"{len(done['model_versions_marked'])} model version(s) tagged {RETRAIN_TAG}", highlight=False,
+                  soft_wrap=True)
+    for path, n in sorted(done["files"].items()):
+        console.print(f"  {path}: {n:,} row(s) removed", highlight=False, soft_wrap=True)
+    console.print("Next: `dvc repro` (or the pipeline flow) rebuilds and retrains without them; commit "
+                  f"{params.privacy.forget_log}.", highlight=False, soft_wrap=True)
+    if purge_history:
+        _purge_history(set(ids), yes)
+
+
+def _purge_history(ids: set[str], yes: bool) -> None:
+    """List the older DVC versions holding these customers, warn, and delete them from the cache and the remote."""
+    from mapwise.privacy.history import affected, purge, remote_path, remote_url
+
+    repo = Path.cwd()
+    remote = remote_path(repo)
+    found = affected(repo, ids, cache=repo / ".dvc" / "cache", remote=remote)
+    objects = found["objects"]
+    if not objects:
+        console.print("history: no older DVC version holds them", highlight=False)
+        return
+    revisions = sorted({r for o in objects for r in o["revisions"]})
+    console.print(f"history: {len(objects)} stored file(s) in {len(revisions)} revision(s) hold them:", highlight=False)
+    for o in objects:
+        name = f"{o['output']}/{o['relpath']}" if o.get("relpath") else o["output"]
+        console.print(f"  {name} ({o['md5'][:8]}, in {' and '.join(o['where'])}; "
+                      f"revisions {', '.join(o['revisions'][:5])}{' ...' if len(o['revisions']) > 5 else ''})",
+                      highlight=False, soft_wrap=True)
+    if remote is None and remote_url(repo):
+        console.print("  the default DVC remote is not a local folder: delete these objects with the store's own tools "
+                      "(files/md5/<first 2>/<rest> under the remote's URL)", highlight=False, soft_wrap=True)
+    console.print(f"WARNING: revisions {', '.join(revisions)} become unreproducible from storage: `dvc pull` / "
+                  "`dvc checkout` fail for these files, and `dvc repro` at those revisions rebuilds them from the raw "
+                  "files, which still hold the customers (their forget log did not list them).", highlight=False,
+                  soft_wrap=True)
+    if not yes and not typer.confirm("Delete them now?", default=False):
+        console.print("history: nothing deleted", highlight=False)
+        return
+    removed = purge(found, cache=repo / ".dvc" / "cache", remote=remote)
+    console.print(f"history: {len(removed['cache'])} object(s) deleted from the cache, {len(removed['remote'])} from "
+                  "the remote", highlight=False)
+
+
+@privacy_app.command("scan")
+@_friendly
+def privacy_scan(
+    ids_file: Annotated[Path, typer.Option("--ids", help="raw customer ids (one per line) that must appear nowhere")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="files or folders (default: every output, the reports, "
+                                                            "the MLflow store and the DVC cache)")] = None,
+    pii_column: Annotated[list[str] | None, typer.Option("--pii-column", help="a column name that must appear nowhere "
+                                                                              "(repeatable), e.g. email")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Scan artifacts for raw customer ids and PII columns: Parquet (values, names, metadata), SQLite (MLflow, Prefect),
+    compressed files, ONNX, JSON, HTML, logs. Exit status 1 when anything is found."""
+    from mapwise.privacy.erasure import customer_outputs
+    from mapwise.privacy.scan import scan
+
+    params = load_params(params_file)
+    try:
+        needles = [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise MapwiseError(f"{ids_file}: cannot read ({err.strerror})") from None
+    if not paths:
+        paths = [*customer_outputs(params), Path("reports"), Path("mlflow.db"), Path(".dvc/cache"), Path(".mapwise")]
+    findings = scan([p for p in paths if p.exists()], needles, pii_columns=pii_column or [])
+    for f in findings:
+        console.print(f"{f.file}: {f.where}", highlight=False, soft_wrap=True)  # never the id itself: it is PII
+    console.print(f"{len(findings)} finding(s) in {len(paths)} path(s) for {len(needles):,} id(s)", highlight=False)
+    if findings:
+        raise typer.Exit(1)
+
+
+@app.command("synth")
+@_friendly
+def synth_command(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="synthetic profiles to write")],
+    out: Annotated[Path | None, typer.Option(help=".parquet or .csv (default: synth.out)")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed: the same seed gives the same rows")] = 0,
+    suppress: Annotated[bool, typer.Option("--suppress-small-groups", help="drop rows in groups smaller than k instead "
+                                                                          "of refusing (privacy.k_anonymity)")] = False,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write synthetic customer profiles from the GAN the synth stage trained: they pass the profile contract, none is
+    a near-copy of a real customer, and the table must be k-anonymous over privacy.k_anonymity's quasi-identifiers."""
+    from mapwise.atomic import replacing
+    from mapwise.privacy.kanon import enforce_k_anonymity
+    from mapwise.synth.gan import CTGAN
+    from mapwise.synth.profiles import sample_profiles
+
+    params = load_params(params_file)
+    s = params.synth
+    if s is None:
+        raise MapwiseError(f"{params_file}: no `synth` section")
+    out = out or s.out
+    if out.suffix not in (".parquet", ".csv"):
+        raise MapwiseError(f"{out}: the file must end in .parquet or .csv")
+    try:
+        meta = json.loads((s.out_dir / "synth.json").read_text())
+        model = CTGAN.load(s.out_dir)
+        real = pl.read_parquet(params.profile.out)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as err:
+        raise MapwiseError(f"no trained generator in {s.out_dir} or no profiles in {params.profile.out} "
+                           f"({type(err).__name__}); run `dvc repro synth` first") from None
+    profiles, drawn = sample_profiles(model, rows, real, meta["threshold"], seed=seed)  # near no real customer at all
+    k = params.privacy.k_anonymity
+    profiles, checked = enforce_k_anonymity(profiles, k.quasi_identifiers, k.k, "suppress" if suppress else k.on_fail,
+                                            f"the synthetic table {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as partial:
+        profiles.write_csv(partial) if out.suffix == ".csv" else profiles.write_parquet(partial)
+    suppressed = checked.get("suppressed_rows", 0)
+    console.print(f"{profiles.height:,} synthetic profiles -> {out} ({drawn['dropped']:,} near-copies redrawn"
+                  + (f", {suppressed:,} rows in groups smaller than k={k.k} dropped" if suppressed else "")
+                  + ")", highlight=False, soft_wrap=True)

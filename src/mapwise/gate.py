@@ -20,7 +20,7 @@ from mapwise.recommend.evaluate import Scorer, cases, evaluate_case, item_popula
 from mapwise.serving.inference import INPUT, SCORES
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
-from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download
+from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download, forgotten_in
 from mapwise.recommend.split import ITEM_IDX, Split
 from mapwise.tracking import tracking_uri
 
@@ -104,6 +104,8 @@ def gate(
         decision.action, decision.champion_after, decision.reason = "force", challenger, "promoted by hand, gate skipped"
     elif champion is None:
         decision.action, decision.champion_after, decision.reason = "promote", challenger, "no champion yet"
+    elif why := forgotten_in(cl, model_name, champion, challenger):
+        decision.action, decision.champion_after, decision.reason = "promote", challenger, why
     else:
         uri = tracking_uri(tracking)
         bundles = [load_bundle(download(uri, model_name, v, cache_dir)) for v in (challenger, champion)]

@@ -355,6 +355,47 @@ class FitParams(_Section):
     precision: str = "32-true"
 
 
+class GanParams(_Section):
+    """A conditional tabular GAN (CTGAN-style, Xu et al. 2019), trained with Lightning."""
+
+    epochs: int = Field(300, ge=1, description="passes over the real rows")
+    batch_size: int = Field(500, ge=2, description="rows per step (a multiple of pac)")
+    embedding_dim: int = Field(128, ge=1, description="noise dimension")
+    generator: list[int] = Field([256, 256], description="widths of the generator's residual layers")
+    discriminator: list[int] = Field([256, 256], description="widths of the critic's layers")
+    lr: float = Field(0.0002, gt=0)
+    weight_decay: float = Field(0.000001, ge=0)
+    pac: int = Field(10, ge=1, description="rows the critic sees together (PacGAN): fights mode collapse")
+    discriminator_steps: int = Field(1, ge=1, description="critic updates per generator update")
+    max_modes: int = Field(10, ge=1, description="Gaussian mixture modes per number (mode-specific normalisation)")
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    precision: str = "32-true"
+
+    @model_validator(mode="after")
+    def _pac_divides(self) -> GanParams:
+        if self.batch_size % self.pac:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of pac {self.pac}")
+        return self
+
+
+class AugmentParams(_Section):
+    """Synthetic rows for scarce segments of a propensity task's training rows (never validation or test)."""
+
+    segment: str = Field(description="a categorical feature column: its values are the segments")
+    min_rows: int = Field(200, ge=1, description="segments with fewer training rows get synthetic rows up to this many")
+    gan: GanParams = GanParams()
+
+
+class PrivateParams(_Section):
+    """Differentially private training (DP-SGD, Opacus) of the propensity networks."""
+
+    epsilon: float = Field(3.0, gt=0, description="the privacy budget spent over the whole training")
+    delta: float | None = Field(None, gt=0, lt=1, description="null = 1 / (10 x training rows), well below 1/n")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-example gradients are clipped to this norm")
+    epochs: int = Field(10, ge=1, description="a fixed number of passes: the noise is calibrated to it (no early stop)")
+
+
 class PropensityTask(_Section):
     """One propensity model: what a positive is, from which canonical table."""
 
@@ -395,10 +436,23 @@ class PropensityParams(_Tabular):
     baselines: list[Literal["logistic", "gradient_boosting"]] = ["logistic", "gradient_boosting"]
     calibrate: bool = Field(True, description="isotonic calibration on validation, kept when it lowers validation log loss")
     fit: FitParams = FitParams()
+    private: PrivateParams | None = Field(None, description="train the neural model with DP-SGD (its utility cost "
+                                          "is measured against the same model trained without)")
+    augment: dict[str, AugmentParams] = Field({}, description="task -> synthetic rows for its scarce segments "
+                                              "(measured against the same model without)")
     out_dir: Path = Path("models/propensity")
     report: Path = Path("reports/propensity.json")
     html: Path = Path("reports/propensity.html")
     plots_dir: Path = Path("reports/plots/propensity")
+
+    @model_validator(mode="after")
+    def _augment(self) -> PropensityParams:
+        unknown = sorted(set(self.augment) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"augment: unknown task(s) {', '.join(unknown)} (tasks: {', '.join(self.tasks)})")
+        if self.augment and self.private is not None:
+            raise ValueError("augment and private cannot be combined: the GAN would see the training rows without DP")
+        return self
 
 
 class UpliftParams(_Tabular):
@@ -428,6 +482,55 @@ class TargetParams(_Section):
     report: Path = Path("reports/target.json")
 
 
+class SynthParams(_Section):
+    """`synth`: synthetic customer profiles from a GAN, judged beside two baselines on shape, utility and privacy."""
+
+    numeric: list[str] = Field(description="profile columns generated as numbers")
+    categorical: list[str] = Field(description="profile columns generated as categories")
+    utility_target: str = Field(description="a categorical column predicted from the others: train on synthetic, "
+                                "test on real, against train on real")
+    holdout_share: float = Field(0.2, gt=0, lt=0.5, description="real rows the generators never see (privacy baseline, utility test)")
+    baselines: list[Literal["gaussian_copula", "independent"]] = ["gaussian_copula", "independent"]
+    gan: GanParams = GanParams()
+    min_distance_quantile: float = Field(0.01, ge=0, lt=1, description="a synthetic row closer to a training row than "
+                                         "this quantile of holdout rows' distances is a near-copy: dropped and redrawn")
+    seed: int = 0
+    out_dir: Path = Path("models/synth")
+    out: Path = Path("data/synthetic/profiles.parquet")
+    report: Path = Path("reports/synth.json")
+    html: Path = Path("reports/synth.html")
+    plots_dir: Path = Path("reports/plots/synth")
+
+
+class ConsentParams(_Section):
+    """Which consent flags (customers contract) a customer needs before any marketing score or audience."""
+
+    require: list[Literal["consent_email", "consent_sms", "consent_phone"]] = Field(
+        ["consent_email"], description="every listed flag must be true")
+    unknown: Literal["allow", "deny"] = Field("allow", description="a customer whose flag is missing (no source maps "
+                                              "it): allow (counted in reports) or deny")
+
+
+class KAnonymityParams(_Section):
+    """Every exported audience or synthetic table must hide each customer among at least k with the same
+    quasi-identifiers."""
+
+    k: int = Field(5, ge=2)
+    quasi_identifiers: list[str] = Field(["country", "age_band", "gender"], description="columns an outsider could "
+                                         "link (from customers, traits or profiles); those a table lacks are skipped")
+    on_fail: Literal["refuse", "suppress"] = Field("refuse", description="refuse the export, or drop the rows of "
+                                                   "groups smaller than k (counted)")
+
+
+class PrivacyParams(_Section):
+    """`privacy`: forgetting, consent and k-anonymity."""
+
+    forget_log: Path = Field(Path("data/privacy/forget.jsonl"), description="append-only log of forget requests "
+                             "(pseudonyms, never raw ids); ingest leaves these customers out")
+    consent: ConsentParams = ConsentParams()
+    k_anonymity: KAnonymityParams = KAnonymityParams()
+
+
 with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
     warnings.filterwarnings("ignore", message='Field name "register"')
 
@@ -450,6 +553,8 @@ with warnings.catch_warnings():  # the `register` section shadows pydantic's (AB
         serve: ServeParams = ServeParams()
         score: ScoreParams = ScoreParams()
         orchestrate: OrchestrateParams = OrchestrateParams()
+        synth: SynthParams | None = None
+        privacy: PrivacyParams = PrivacyParams()
 
 
 def parse_params(data: object, origin: str = "params.yaml") -> Params:

@@ -31,6 +31,19 @@ from mapwise.params import TrackingParams
 from mapwise.tracking import artifact_location, flow_run_tags, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+RETRAIN_TAG = "mapwise.retrain_required"  # a version trained on data of customers since forgotten: its forget requests
+
+
+def forgotten_in(c: MlflowClient, model_name: str, champion: str | None, challenger: str) -> str | None:
+    """Why the challenger must replace the champion regardless of quality (the champion was trained on customers
+    since forgotten, the challenger was not), or None."""
+    if champion is None:
+        return None
+    requests = c.get_model_version(model_name, champion).tags.get(RETRAIN_TAG)
+    if not requests or c.get_model_version(model_name, challenger).tags.get(RETRAIN_TAG):
+        return None
+    return (f"the champion (version {champion}) was trained on data of customers since forgotten (requests "
+            f"{requests}); version {challenger} was not: replaced without a quality gate")
 HISTORY_TAG = "mapwise.champion_history"
 _ONNX_REQUIREMENTS = ["onnxruntime", "onnx"]
 

@@ -9,17 +9,20 @@ _TOP_REASONS = 3
 
 
 def print_ingest_report(report: dict, console: Console | None = None) -> None:
-    """One row per source and table (read, accepted, quarantined), then the main reasons."""
+    """One row per source and table (read, accepted, quarantined, and forgotten when any), then the main reasons."""
     console = console or Console()
     table = Table(title="ingest: rows per source and table", title_justify="left")
     table.add_column("source")
     table.add_column("table")
-    for name in ("read", "accepted", "quarantined"):
+    shown = ["read", "accepted", "quarantined"]
+    if any(t.get("forgotten") for d in report["sources"].values() for t in d["tables"].values()):
+        shown.append("forgotten")  # rows of customers who asked to be forgotten: left out, never written
+    for name in shown:
         table.add_column(name, justify="right")
     notes = []
     for source, detail in report["sources"].items():
         for name, counts in detail["tables"].items():
-            table.add_row(source, name, *(f"{counts[k]:,}" for k in ("read", "accepted", "quarantined")))
+            table.add_row(source, name, *(f"{counts.get(k, 0):,}" for k in shown))
             for reason, n in list(counts["reasons"].items())[:_TOP_REASONS]:
                 notes.append(f"  {source} -> {name}: {reason} ({n:,})")
         notes += [f"  {source}: {f['path']} {f['status']}" for f in detail["files"] if f["status"] != "ingested"]

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mapwise.serving.bundle import load_bundle
 from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, ServeParams, load_params
+from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
 from mapwise.serving.recommendations import Filters, Recommender
 from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel, propensity_model_name, uplift_model_name
@@ -360,6 +361,35 @@ class KeyWatch:
         return self.key
 
 
+@dataclass
+class ForgetWatch:
+    """The forget log (pseudonyms), read again whenever it changes: a forgotten customer is answered as an unknown one,
+    even by a model trained before the request."""
+
+    path: Path | None = None
+    stamp: int | None = None
+    ids: frozenset[str] = frozenset()
+
+    def get(self) -> frozenset[str]:
+        if self.path is None:
+            return self.ids
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != self.stamp:
+            try:
+                self.ids, self.stamp = forgotten(self.path), stamp
+            except (MapwiseError, OSError) as err:  # half-written or unreadable: keep the last good list, say so
+                log.warning("forget log not read: %s", _first_line(err))
+        return self.ids
+
+    def hide(self, pseudonyms: list[str]) -> list[str]:
+        """The pseudonyms with forgotten ones blanked out (a blank matches no customer)."""
+        gone = self.get()
+        return [p if p not in gone else "" for p in pseudonyms] if gone else pseudonyms
+
+
 def smoke_check(rec: Recommender) -> None:
     """A model must score finitely and answer a known customer, a history and a cold start."""
     top = rec.popular[: min(5, rec.n_items)]
@@ -517,9 +547,11 @@ class _StrictJsonRoute(APIRoute):
         return strict
 
 
-def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: TargetKeeper | None = None) -> FastAPI:
-    """The HTTP app around a keeper (already refreshed, or not ready yet), the key (or a watch for it) and the
-    targeting models (none when not given)."""
+def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: TargetKeeper | None = None,
+               forget: ForgetWatch | None = None) -> FastAPI:
+    """The HTTP app around a keeper (already refreshed, or not ready yet), the key (or a watch for it), the
+    targeting models (none when not given) and the forget log (none when not given)."""
+    forget = forget or ForgetWatch()
     RecommendationRequest, _ = _request_models(p)
     PropensityRequest, NextBestActionRequest = _target_request_models(p)
     targets = targets if targets is not None else TargetKeeper()
@@ -585,7 +617,8 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
         rec = current.recommender
         f = body.filters
         filters = None if f is None else Filters(f.categories, f.min_price, f.max_price, f.allow_items, f.deny_items)
-        request = rec.prepare(pseudonym(body.customer_id.strip(), key), body.k, recent_items=body.recent_items,
+        who = forget.hide([pseudonym(body.customer_id.strip(), key)])[0]
+        request = rec.prepare(who, body.k, recent_items=body.recent_items,
                               exclude_purchased=body.exclude_purchased, filters=filters)
         answer = rec.answer(request, await batcher.score(rec, request.history) if request.needs_model else None)
         return Json({
@@ -604,7 +637,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
             if key is None:
                 raise HTTPException(503, keys.missing)
             ids = [cid.strip() for cid in body.customer_ids]
-            return model.from_ids(body.customer_ids, [pseudonym(cid, key) for cid in ids])
+            return model.from_ids(body.customer_ids, forget.hide([pseudonym(cid, key) for cid in ids]))
         try:
             return model.from_rows(body.rows)
         except ValueError as err:
@@ -736,7 +769,7 @@ def build(params: Params, model: str | None = None, *, follow: bool = True) -> F
     targets.refresh()
     if follow and targets.follows():
         targets.follow(params.serve.poll_seconds)
-    app = create_app(keeper, key, params.serve, targets)
+    app = create_app(keeper, key, params.serve, targets, ForgetWatch(params.privacy.forget_log))
     app.state.keeper, app.state.targets = keeper, targets
     return app
 

@@ -1,7 +1,8 @@
 """Ingest: every source's files, through its mapping, into validated canonical tables.
 
-For every source and table, rows read = rows accepted + rows quarantined. A file whose content
-was already read (same sha256) is skipped and reported, not counted twice.
+For every source and table, rows read = rows accepted + rows quarantined + rows forgotten (rows of
+customers who asked to be forgotten: left out, counted, never written). A file whose content was
+already read (same sha256) is skipped and reported, not counted twice.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
 
 
 def ingest_source(
-    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits
+    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits,
+    forgotten: frozenset[str] = frozenset(),
 ) -> tuple[dict, dict, dict]:
     """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report.
 
@@ -243,10 +245,13 @@ def ingest_source(
             frame, invalid = validate_rows(frame, contract, mapping.name, limits)
             bad.append(invalid)
         bad_rows = pl.concat(bad) if bad else _empty_quarantine()
-        if frame.height + bad_rows.height != rows_read:
+        kept = frame.filter(~pl.col(c.CUSTOMER_ID).is_in(list(forgotten))) if forgotten and c.CUSTOMER_ID in frame.columns \
+            else frame
+        left_out, frame = frame.height - kept.height, kept
+        if frame.height + bad_rows.height + left_out != rows_read:
             raise MapwiseError(
                 f"internal error: {mapping.name} -> {table}: {frame.height} accepted + "
-                f"{bad_rows.height} quarantined != {rows_read} read"
+                f"{bad_rows.height} quarantined + {left_out} forgotten != {rows_read} read"
             )
         accepted[table], quarantined[table] = frame, bad_rows
         reasons = _reason_counts(bad_rows)
@@ -254,6 +259,7 @@ def ingest_source(
             "read": rows_read,
             "accepted": frame.height,
             "quarantined": bad_rows.height,
+            "forgotten": left_out,
             "reasons": reasons,
         }
     unparsed = pl.concat(broken) if broken else _empty_quarantine()
@@ -290,9 +296,11 @@ def _conform(frames: list[pl.DataFrame], contract: Contract) -> pl.DataFrame:
 
 
 def ingest(
-    raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None
+    raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None,
+    forgotten: frozenset[str] = frozenset(),
 ) -> IngestResult:
-    """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts reject."""
+    """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts
+    reject; leave out the rows of `forgotten` customers (pseudonyms)."""
     seen: dict[str, str] = {}
     contracts = canonical_contracts(mappings)
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in contracts}
@@ -300,7 +308,7 @@ def ingest(
     sources_report = {}
     for mapping in mappings:
         files = find_files(raw_dir, mapping, batches_dir, limits.trusted)
-        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits)
+        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten)
         sources_report[mapping.name] = report
         for table in accepted:
             parts[table].append(accepted[table])
@@ -321,6 +329,7 @@ def ingest(
             "read": read,
             "accepted": sum(p.height for p in parts[name]),
             "quarantined": bad.height,
+            "forgotten": sum(sources_report[source]["tables"][name]["forgotten"] for source in sources),
         }
     report = {"timestamps": [limits.earliest.isoformat(timespec="seconds"), limits.latest.isoformat(timespec="seconds")],
               "sources": sources_report,

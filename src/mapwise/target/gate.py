@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from mapwise.params import TrackingParams
-from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download
+from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download, forgotten_in
 from mapwise.serving.bundle import METADATA_FILE, MODEL_FILE, bundle_files
 from mapwise.serving.inference import session
 from mapwise.target import metrics as m
@@ -72,6 +72,8 @@ def target_gate(tracking: TrackingParams, model_name: str, test: pl.DataFrame, m
         decision.reason = f"version {challenger} did not pass the ONNX parity check"
     elif champion is None:
         decision.action, decision.champion_after, decision.reason = "promote", challenger, "no champion yet"
+    elif why := forgotten_in(cl, model_name, champion, challenger):
+        decision.action, decision.champion_after, decision.reason = "promote", challenger, why
     else:
         uri = tracking_uri(tracking)
         scored = [bundle_outputs(download(uri, model_name, v, cache_dir), test) for v in (challenger, champion)]

@@ -18,19 +18,35 @@ def mlp(n_in: int, hidden: list[int], dropout: float, n_out: int | None = None) 
     return nn.Sequential(*layers)
 
 
+def _gru_names_only(net: nn.Module, state: dict, prefix: str, _: dict) -> None:
+    """Drop DPGRU's second copy of its weights (under its cells' names): Opacus filters it out only when the DPGRU
+    is the top module, and `nn.GRU`'s names are what a network built without it loads."""
+    for name in net.gru.old_to_new:
+        state.pop(f"{prefix}gru.{name}", None)
+
+
 class PropensityNet(nn.Module):
     """Logit of a binary outcome from features, plus a GRU encoding of the item sequence when `n_items` > 0.
 
-    Item index 0 pads a sequence (left-padded, newest last), as in the recommenders.
+    Item index 0 pads a sequence (left-padded, newest last), as in the recommenders. `private` builds the GRU as
+    Opacus' `DPGRU`, whose per-example gradients DP-SGD can clip; its state dict has `nn.GRU`'s keys and loads
+    into the network built without it (the one exported).
     """
 
-    def __init__(self, n_features: int, hidden: list[int], dropout: float, n_items: int = 0, embedding_dim: int = 32) -> None:
+    def __init__(self, n_features: int, hidden: list[int], dropout: float, n_items: int = 0, embedding_dim: int = 32,
+                 *, private: bool = False) -> None:
         super().__init__()
         self.n_items = n_items
         width = n_features
         if n_items:
             self.items = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
-            self.gru = nn.GRU(embedding_dim, embedding_dim, batch_first=True)
+            if private:
+                from opacus.layers import DPGRU  # opacus is only needed to train privately
+
+                self.gru = DPGRU(embedding_dim, embedding_dim, batch_first=True)
+                self.register_state_dict_post_hook(_gru_names_only)
+            else:
+                self.gru = nn.GRU(embedding_dim, embedding_dim, batch_first=True)
             width += embedding_dim
         self.body = mlp(width, hidden, dropout, 1)
 

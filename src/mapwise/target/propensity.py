@@ -1,12 +1,17 @@
 """Propensity: a neural model beside scikit-learn baselines on the same split, with honest test figures.
 
 Every model is fitted on the training rows; validation chooses early stopping and calibration;
-the test rows are scored once, for the report.
+the test rows are scored once, for the report. With `private` set, the neural model is also trained with
+DP-SGD on the same rows and that one is calibrated and kept (the `neural` figures are then its), its cost
+measured against the non-private one. With `augment`, it is also trained with synthetic rows for scarce
+segments (a CTGAN on the training rows) and kept only when validation says it is better.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -14,10 +19,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from mapwise.params import FitParams
+from mapwise.params import AugmentParams, FitParams, PrivateParams
 from mapwise.target import metrics as m
 from mapwise.target.datasets import LABEL, NOT_FEATURES, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
 from mapwise.target.features import Encoder
+from mapwise.synth.augment import synthetic_rows
 
 NEURAL = "neural"
 
@@ -124,6 +130,53 @@ def fit_params_for(p: FitParams, n_train: int) -> FitParams:
     return p.model_copy(update={"batch_size": max(8, min(p.batch_size, n_train // 10 or 1))})
 
 
+def private_net(build: Callable[..., Any], train: Inputs, val: Inputs, p: FitParams, dp: PrivateParams,
+                seed: int) -> tuple[Any, dict]:
+    """The network trained with DP-SGD (`build(True)`: Opacus' GRU), its weights moved into `build()`'s network
+    (the `nn.GRU` one that is exported), and the privacy spent."""
+    from mapwise.privacy.dp import fit_private
+
+    trained, spent = fit_private(lambda: build(True), [*train.arrays(), train.y], [*val.arrays(), val.y], p, dp, seed=seed)
+    net = build()
+    net.load_state_dict(trained.state_dict())
+    return net.eval(), spent
+
+
+def private_report(spent: dict, target: float, public: dict, private: dict, val_y: np.ndarray, test_y: np.ndarray,
+                   n_boot: int, seed: int) -> dict:
+    """What DP-SGD spent, both models' figures (each with its own calibration) and the cost in test ROC AUC."""
+    def figures(pr: dict) -> dict:
+        return {split: {"roc_auc": m.roc_auc(y, pr[split]), "pr_auc": m.pr_auc(y, pr[split]),
+                        "log_loss": m.log_loss(y, pr[split])} for split, y in (("validation", val_y), ("test", test_y))}
+
+    gain = lambda y, a, b: m.roc_auc(y, a) - m.roc_auc(y, b)  # noqa: E731
+    return {**spent, "target_epsilon": target,
+            "scope": "the training rows, through the network's weights; the feature encoder and item vocabulary "
+                     "(fitted on them) and the calibration (validation rows) are not private",
+            "non_private": figures(public), "private": figures(private),
+            "cost": {"roc_auc": gain(test_y, private["test"], public["test"]),
+                     "ci": list(m.bootstrap_interval(gain, (test_y, private["test"], public["test"]), n=n_boot, seed=seed))}}
+
+
+def augment_report(val_real: np.ndarray, test_real: np.ndarray, val_aug: np.ndarray, test_aug: np.ndarray,
+                   val_y: np.ndarray, test_y: np.ndarray, scarce: pl.Series, n_boot: int, seed: int) -> dict:
+    """The model trained with synthetic rows against the one without: validation (which decides) and test ROC AUC,
+    overall and on the scarce segments' test rows, with the test gain's bootstrap interval."""
+    gain = lambda y, a, b: m.roc_auc(y, a) - m.roc_auc(y, b)  # noqa: E731
+    rows = scarce.to_numpy()
+
+    def figures(val_p: np.ndarray, test_p: np.ndarray) -> dict:
+        few = test_y[rows]
+        return {"validation_roc_auc": m.roc_auc(val_y, val_p), "test_roc_auc": m.roc_auc(test_y, test_p),
+                "test_roc_auc_scarce": m.roc_auc(few, test_p[rows]) if len(np.unique(few)) == 2 else None}
+
+    real, aug = figures(val_real, test_real), figures(val_aug, test_aug)
+    return {"without": real, "with": aug, "test_scarce_rows": int(rows.sum()),
+            "test_gain": {"roc_auc": gain(test_y, test_aug, test_real),
+                          "ci": list(m.bootstrap_interval(gain, (test_y, test_aug, test_real), n=n_boot, seed=seed))},
+            "kept": "augmented" if aug["validation_roc_auc"] > real["validation_roc_auc"] else "real only"}
+
+
 @dataclass
 class TaskResult:
     """A trained propensity task: the network and what serving needs, the report, and test-row figures."""
@@ -138,8 +191,13 @@ class TaskResult:
     test_frame: pl.DataFrame
 
 
-def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: int, use_sequence: bool) -> TaskResult:  # noqa: ANN001 - PropensityParams
-    """Fit the neural model and the baselines on one task's table; score validation and test."""
+def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: int, use_sequence: bool,  # noqa: ANN001 - PropensityParams
+               augment: AugmentParams | None = None) -> TaskResult:
+    """Fit the neural model and the baselines on one task's table; score validation and test.
+
+    With `augment`, the neural model is also trained on the training rows plus synthetic rows for the scarce
+    segments; the one with the better validation ROC AUC is kept, and both are reported.
+    """
     from mapwise.target.fitting import fit, predict
     from mapwise.target.networks import PropensityNet
 
@@ -151,11 +209,33 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
     vocab = item_vocabulary(frame) if use_sequence and SEQUENCE in frame.columns else None
     train, val, test = (inputs(f, encoder, vocab, sequence_length) for f in (train_f, val_f, test_f))
     fit_p = fit_params_for(p.fit, len(train.y))
-    net, curve = fit(lambda: PropensityNet(train.x.shape[1], list(fit_p.hidden), fit_p.dropout, len(vocab) if vocab else 0,
-                                           fit_p.embedding_dim), [*train.arrays(), train.y], [*val.arrays(), val.y], fit_p, binary=True, arms=False, seed=p.seed)
+    build = lambda private=False: PropensityNet(train.x.shape[1], list(fit_p.hidden), fit_p.dropout,  # noqa: E731
+                                                len(vocab) if vocab else 0, fit_p.embedding_dim, private=private)
+    net, curve = fit(build, [*train.arrays(), train.y], [*val.arrays(), val.y], fit_p, binary=True, arms=False, seed=p.seed)
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     raw_val, raw_test = sigmoid(predict(net, *val.arrays())), sigmoid(predict(net, *test.arrays()))
     calib, check = calibration(raw_val, val.y, p.seed) if p.calibrate else (Calibration(), {"used": False})
+    augmented = None
+    if augment is not None:
+        if p.private:
+            raise ValueError("augment and private cannot be combined: the GAN would see the training rows without DP")
+        extra, augmented = synthetic_rows(train_f, encoder.inputs, LABEL, augment, seed=p.seed)
+        if extra.height:
+            more = inputs(pl.concat([train_f, extra]), encoder, vocab, sequence_length)
+            net_a, curve_a = fit(build, [*more.arrays(), more.y], [*val.arrays(), val.y], fit_p, binary=True, arms=False,
+                                 seed=p.seed)
+            val_a, test_a = sigmoid(predict(net_a, *val.arrays())), sigmoid(predict(net_a, *test.arrays()))
+            calib_a, check_a = calibration(val_a, val.y, p.seed) if p.calibrate else (Calibration(), {"used": False})
+            augmented.update(augment_report(calib(raw_val), calib(raw_test), calib_a(val_a), calib_a(test_a), val.y,
+                                            test.y, test_f[augment.segment].cast(pl.String).is_in(list(augmented["segments"])),
+                                            p.bootstrap, p.seed))
+            if augmented["kept"] == "augmented":
+                net, curve, raw_val, raw_test, calib, check = net_a, curve_a, val_a, test_a, calib_a, check_a
+    if p.private:
+        public = {"validation": calib(raw_val), "test": calib(raw_test)}
+        net, spent = private_net(build, train, val, fit_p, p.private, p.seed)
+        raw_val, raw_test = sigmoid(predict(net, *val.arrays())), sigmoid(predict(net, *test.arrays()))
+        calib, check = calibration(raw_val, val.y, p.seed) if p.calibrate else (Calibration(), {"used": False})
     probs = {NEURAL: {"validation": calib(raw_val), "test": calib(raw_test)}}
     probs.update(fit_baselines(list(p.baselines), train, val, test, p.seed))
     models = {}
@@ -177,4 +257,8 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
             "baseline": best_baseline, "roc_auc_gain": gain(test.y, neural_p, base_p),
             "ci": list(m.bootstrap_interval(gain, (test.y, neural_p, base_p), n=p.bootstrap, seed=p.seed)),
         }
+    if augmented is not None:
+        report["augment"] = augmented
+    if p.private:
+        report["private"] = private_report(spent, p.private.epsilon, public, probs[NEURAL], val.y, test.y, p.bootstrap, p.seed)
     return TaskResult(net, encoder, vocab, sequence_length, calib, report, test, test_f)

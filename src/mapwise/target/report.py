@@ -59,6 +59,12 @@ def write_propensity_report(report: dict, plots_dir: Path, path: Path) -> None:
                          f"{gap['roc_auc_gain']:+.4f} [{gap['ci'][0]:+.4f}, {gap['ci'][1]:+.4f}] ROC AUC on test: the neural "
                          f"model {verdict} it. Rows: {task['rows']}; positive rate {task['positive_rate']}. Calibration "
                          f"{'applied' if task['calibration'].get('used') else 'not applied'}.</p>")
+        parts += _private_part(task.get("private")) + _augment_part(task.get("augment"))
+        if task.get("consent"):
+            held = sum(w["customers"] for w in task["consent"]["withheld"].values())
+            parts.append(f"<p class=\"note\">Served and scored: {task['consent']['kept']['customers']:,} customers; "
+                         f"{held:,} withheld for lack of consent, {task['consent']['allowed_unknown']['customers']:,} "
+                         "allowed with unknown consent (privacy.consent).</p>")
         parts += [_img(plots_dir / f"{name}_reliability.png"), _img(plots_dir / f"{name}_gain.png"),
                   "<h3>What drives the score</h3>", _img(plots_dir / f"{name}_attributions.png")]
         examples = task.get("explanations", {}).get("examples", [])
@@ -70,6 +76,40 @@ def write_propensity_report(report: dict, plots_dir: Path, path: Path) -> None:
     intro = ("Held-out figures with 95% bootstrap intervals; every model is fitted on the same training rows and "
              "chosen on validation. Attributions are integrated gradients from the mean test row.")
     write_text(path, _page("Propensity", intro, "".join(parts)))
+
+
+def _private_part(dp: dict | None) -> list[str]:
+    """DP-SGD: the budget spent and the utility it cost."""
+    if not dp:
+        return []
+    rows = [[label, _num(f["validation"]["roc_auc"]), _num(f["test"]["roc_auc"]), _num(f["test"]["pr_auc"]),
+             _num(f["test"]["log_loss"])] for label, f in (("private (kept)", dp["private"]), ("not private", dp["non_private"]))]
+    cost = dp["cost"]
+    return ["<h3>Differential privacy (DP-SGD)</h3>",
+            f"<p class=\"note\">epsilon {dp['epsilon']:.2f} spent of {dp['target_epsilon']:g} at delta {dp['delta']:.1e} "
+            f"({html.escape(dp['accountant'])} accountant), noise multiplier {dp['noise_multiplier']:.2f}, clipping "
+            f"{dp['max_grad_norm']:g}, {dp['epochs']} passes. Cost: {cost['roc_auc']:+.4f} [{cost['ci'][0]:+.4f}, "
+            f"{cost['ci'][1]:+.4f}] test ROC AUC. {html.escape(dp.get('scope', ''))}</p>",
+            _table(["neural model", "validation ROC AUC", "test ROC AUC", "test PR AUC", "log loss"], rows)]
+
+
+def _augment_part(a: dict | None) -> list[str]:
+    """Synthetic rows for scarce segments: what was added and whether it helped."""
+    if not a:
+        return []
+    segments = ", ".join(f"{html.escape(v)} ({s['real_rows']} real + {s['synthetic_rows']} synthetic)"
+                         for v, s in a["segments"].items()) or "none (every segment has enough rows)"
+    out = ["<h3>Synthetic rows for scarce segments</h3>",
+           f"<p class=\"note\">{html.escape(a['segment'])} segments under {a['min_rows']} training rows: {segments}.</p>"]
+    if "kept" in a:
+        rows = [[label, _num(f["validation_roc_auc"]), _num(f["test_roc_auc"]), _num(f["test_roc_auc_scarce"])]
+                for label, f in (("with synthetic rows", a["with"]), ("real rows only", a["without"]))]
+        g = a["test_gain"]
+        out += [_table(["neural model", "validation ROC AUC", "test ROC AUC",
+                        f"test ROC AUC, scarce segments ({a['test_scarce_rows']} rows)"], rows),
+                f"<p class=\"note\">Test gain {g['roc_auc']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}]; kept on "
+                f"validation: {html.escape(a['kept'])}.</p>"]
+    return out
 
 
 def write_uplift_report(report: dict, plots_dir: Path, path: Path) -> None:
