@@ -19,7 +19,7 @@ from mapwise.synth.baselines import GENERATORS, GaussianCopula, Independent
 from mapwise.synth.gan import CTGAN
 from mapwise.synth.profiles import sample_profiles, synthetic_profiles
 from mapwise.synth.report import write_synth_report
-from mapwise.synth.transform import Transformer
+from mapwise.synth.transform import Transformer, heavy_tailed
 
 from conftest import tiny_events
 
@@ -50,7 +50,10 @@ def gan() -> CTGAN:
 def test_transformer_round_trip_keeps_values_dtypes_and_nulls() -> None:
     frame = _mixed()
     transformer = Transformer.fit(frame, NUMERIC, CATEGORICAL, max_modes=10, seed=0)
-    assert len(transformer.numeric[0].means) >= 2  # the two modes of x are found
+    x, count, spend = transformer.numeric
+    assert len(x.means) >= 2  # the two modes of x are found
+    assert count.spikes == [1, 2, 3, 4, 5]  # each count value is common: a point mass of its own
+    assert spend.log and not x.log and max(spend.means) < np.log1p(frame["spend"].max())  # modelled on a log scale
     encoded = transformer.transform(frame, seed=0)
     assert encoded.shape == (300, transformer.width)
     for span in transformer.spans:
@@ -66,6 +69,13 @@ def test_transformer_round_trip_keeps_values_dtypes_and_nulls() -> None:
                                atol=1e-3)
     assert restored["spend"].null_count() == frame["spend"].null_count() > 0
     assert restored.select("count", "seg", "channel").equals(frame.select("count", "seg", "channel"))
+
+
+def test_heavy_tailed_is_what_a_log_scale_makes_more_symmetric() -> None:
+    assert heavy_tailed(np.array([1.0, 10, 100, 1000, 10000]))  # skewness 1.47 -> 0.12
+    assert heavy_tailed(np.array([0.0, 0, 0, 1, 100]))  # 1.50 -> 1.42
+    assert not heavy_tailed(np.array([1.0, 2, 3, 4, 5]))  # 0 -> -0.41
+    assert not heavy_tailed(np.array([-1000.0, -10, 0, 10, 1000]))  # symmetric either way
 
 
 def test_transformer_rejects_missing_and_unsupported_columns() -> None:

@@ -4,7 +4,8 @@ A number becomes (alpha, mode): a Bayesian Gaussian mixture finds its modes, eac
 from its posterior and alpha = (v - mu) / (4 sigma) clipped to [-0.99, 0.99]; a null number is one more
 mode (the "is null" indicator), and so is a value held by at least SPIKE_SHARE of the rows (a point mass
 such as a return rate of 0: exact, no spread), as in CTAB-GAN's mixed-type encoding (Zhao et al. 2021),
-the mixture fitted on the other values. A category (nulls a value of their own) becomes a one-hot vector.
+the mixture fitted on the other values. A heavy-tailed number (one that sign(v) log(1 + |v|) makes more
+symmetric, its skewness nearer 0) is modelled on that scale and mapped back with the inverse. A category (nulls a value of their own) becomes a one-hot vector.
 `inverse` maps generator outputs back to a frame with the original dtypes: numbers clipped to the
 range seen, integers rounded. The fitted transformer is a JSON-able dict (`to_dict` / `from_dict`).
 """
@@ -26,6 +27,7 @@ MIN_WEIGHT = 0.005  # modes lighter than this are dropped
 FIT_ROWS = 50_000  # the mixture is fitted on at most this many sampled values
 ALPHA_CLIP = 0.99
 SPIKE_SHARE = 0.1  # a value with at least this share of a number's non-null rows is a mode of its own
+COUNT_SPIKE_SHARE = 0.01  # the same for an integer (a count: its common values are exact, not rounded draws)
 _INTEGERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _DTYPES = {str(d): d for d in (*_INTEGERS, pl.Float32, pl.Float64, pl.String, pl.Boolean)}
 
@@ -51,6 +53,7 @@ class NumericColumn:
     low: float | None
     high: float | None
     nullable: bool
+    log: bool  # the mixture models sign(v) log(1 + |v|): a heavy tail is spread out
 
     @property
     def modes(self) -> int:
@@ -84,6 +87,25 @@ def check_columns(frame: pl.DataFrame, numeric: list[str], categorical: list[str
     for name in (*numeric, *categorical):
         _dtype_name(frame, name, numeric=name in numeric)
     return [n for n in frame.columns if n in {*numeric, *categorical}]
+
+
+def _symlog(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _symexp(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.expm1(np.abs(x))
+
+
+def _skewness(x: np.ndarray) -> float:
+    centred = x - x.mean()
+    spread = np.mean(centred**2)
+    return float(np.mean(centred**3) / spread**1.5) if spread > 0 else 0.0
+
+
+def heavy_tailed(values: np.ndarray) -> bool:
+    """Whether sign(v) log(1 + |v|) brings the values' skewness nearer 0."""
+    return abs(_skewness(_symlog(values))) < abs(_skewness(values))
 
 
 def _fit_modes(values: np.ndarray, max_modes: int, rng: np.random.Generator, seed: int) -> tuple[list, list, list]:
@@ -134,11 +156,14 @@ class Transformer:
             dtype = _dtype_name(frame, name, numeric=True)
             values = frame[name].drop_nulls().cast(pl.Float64).to_numpy()
             distinct, counts = np.unique(values, return_counts=True)
-            spikes = distinct[counts >= SPIKE_SHARE * len(values)]
-            weights, means, stds = _fit_modes(values[~np.isin(values, spikes)], max_modes, rng, seed)
+            share = COUNT_SPIKE_SHARE if _DTYPES[dtype] in _INTEGERS else SPIKE_SHARE
+            spikes = distinct[counts >= share * len(values)]
+            rest = values[~np.isin(values, spikes)]
+            log = heavy_tailed(rest) if len(rest) else False
+            weights, means, stds = _fit_modes(_symlog(rest) if log else rest, max_modes, rng, seed)
             nums.append(NumericColumn(name, dtype, weights, means, stds, spikes.tolist(),
                                       float(values.min()) if len(values) else None,
-                                      float(values.max()) if len(values) else None, frame[name].null_count() > 0))
+                                      float(values.max()) if len(values) else None, frame[name].null_count() > 0, log))
         cats = []
         for name in categorical:
             dtype = _dtype_name(frame, name, numeric=False)
@@ -167,8 +192,8 @@ class Transformer:
     @property
     def categorical_spans(self) -> list[Span]:
         """The one-hot spans of the categorical columns (what the conditional vector picks from)."""
-        names = {s.name for s in self.categorical}
-        return [s for s in self.spans if s.column in names]
+        by_column = {s.column: s for s in self.spans}  # in the order of `categorical`, which conditions index
+        return [by_column[s.name] for s in self.categorical]
 
     @property
     def width(self) -> int:
@@ -188,12 +213,13 @@ class Transformer:
                 continue
             alpha, modes = next(spans), next(spans)
             x = frame[spec.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            scaled = np.nan_to_num(_symlog(x) if spec.log else x)
             means, stds, spikes = np.array(spec.means), np.array(spec.stds), np.array(spec.spikes)
-            log_post = np.log(spec.weights) - np.log(stds) - 0.5 * ((np.nan_to_num(x)[:, None] - means) / stds) ** 2
+            log_post = np.log(spec.weights) - np.log(stds) - 0.5 * ((scaled[:, None] - means) / stds) ** 2
             post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
             cum = np.cumsum(post / post.sum(axis=1, keepdims=True), axis=1)
             mode = np.minimum((cum < rng.random(len(x))[:, None]).sum(axis=1), len(means) - 1)
-            a = np.clip((x - means[mode]) / (4 * stds[mode]), -ALPHA_CLIP, ALPHA_CLIP)
+            a = np.clip((scaled - means[mode]) / (4 * stds[mode]), -ALPHA_CLIP, ALPHA_CLIP)
             at_spike = x[:, None] == np.append(spikes, np.nan)[None, :]  # never equal to the appended nan
             mode = np.where(at_spike.any(axis=1), len(means) + at_spike.argmax(axis=1), mode)
             mode = np.where(np.isnan(x), len(means) + len(spikes), mode)  # the null mode
@@ -217,6 +243,8 @@ class Transformer:
             k, spikes = len(spec.means), np.array(spec.spikes + [np.nan])  # after the spikes: the null mode
             mixture = np.minimum(mode, k - 1)
             x = np.clip(data[:, alpha.start], -1, 1) * 4 * np.array(spec.stds)[mixture] + np.array(spec.means)[mixture]
+            if spec.log:
+                x = _symexp(x)
             if spec.low is not None:
                 x = np.clip(x, spec.low, spec.high)
             x = np.where(mode < k, x, spikes[np.maximum(mode - k, 0)])
