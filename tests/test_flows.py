@@ -98,7 +98,7 @@ def test_stage_order_and_upstream_come_from_dvc(repo):
     assert order == STAGES
     assert upstream["ingest"] == set() and upstream["profile"] == {"ingest"}
     assert upstream["promote"] == {"ingest", "split", "train", "evaluate", "export", "propensity", "uplift", "register"}
-    assert upstream["target"] == {"ingest", "uplift"}
+    assert upstream["target"] == {"ingest", "profile", "uplift"}
     assert Path.cwd() / "reports/train.json" in graph.uncached["train"] and graph.uncached["split"] != []
 
 

@@ -43,7 +43,8 @@ def marked_versions(params: Params, ids: set[str], request_ids: list[str]) -> li
         return []
     marked = []
     for v in found:
-        if not local or getattr(v, "model_id", None) in model_ids:
+        logged = v.model_id or str(v.source or "").removeprefix("models:/")  # search leaves model_id empty
+        if not local or logged in model_ids:
             previous = (v.tags or {}).get(RETRAIN_TAG)
             c.set_model_version_tag(v.name, v.version, RETRAIN_TAG, ",".join(filter(None, [previous, *request_ids])))
             marked.append({"model": v.name, "version": str(v.version)})
