@@ -35,7 +35,7 @@ def test_a_good_batch_is_staged_checked_and_accepted_without_touching_the_origin
     batch = stage(str(dropped), tmp_path / "staging", ["orders"], str(tmp_path / "incoming"))
     assert (batch.source, batch.path.name) == ("orders", f"{batch.sha256[:12]}-jan.csv")
     result = check(batch, MAPPING, KEY, LIMITS, rules(0.05))
-    assert result.ok and result.report["tables"]["events"] == {"read": 3, "accepted": 3, "quarantined": 0, "reasons": {}}
+    assert result.ok and result.report["tables"]["events"] == {"read": 3, "accepted": 3, "quarantined": 0, "forgotten": 0, "reasons": {}}
     stored = accept(batch, tmp_path / "batches")
     assert stored == tmp_path / "batches" / "orders" / batch.path.name and stored.read_bytes() == before
     assert dropped.read_bytes() == before

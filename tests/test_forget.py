@@ -112,6 +112,18 @@ def test_scrub_removes_exactly_the_rows_and_never_writes_an_inode(tmp_path):
     assert not [p for p in out.rglob("*.tmp")]
 
 
+def test_scrub_finds_the_customer_under_any_text_column(tmp_path):
+    # a target's test split keys customers by row_id; an audience may hold them as a category
+    pl.DataFrame({"row_id": [A, C, None], "label": [1, 0, 1]}).write_parquet(tmp_path / "test.parquet")
+    pl.DataFrame({"who": pl.Series([C, B], dtype=pl.Categorical), "n": [1, 2]}).write_parquet(tmp_path / "aud.parquet")
+    pl.DataFrame({"n": [1, 2]}).write_parquet(tmp_path / "numbers.parquet")
+
+    assert scrub([tmp_path], {A, B}) == {str(tmp_path / "aud.parquet"): 1, str(tmp_path / "test.parquet"): 1}
+    assert pl.read_parquet(tmp_path / "test.parquet").to_dict(as_series=False) == {"row_id": [C, None], "label": [0, 1]}
+    assert pl.read_parquet(tmp_path / "aud.parquet")["n"].to_list() == [1]
+    assert pl.read_parquet(tmp_path / "numbers.parquet")["n"].to_list() == [1, 2]
+
+
 def test_scrub_names_a_broken_parquet_file(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(MapwiseError, match=r"bad\.parquet: not a readable Parquet file"):

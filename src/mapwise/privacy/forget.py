@@ -179,12 +179,20 @@ def _parquet_files(paths: Iterable[Path]) -> Iterator[Path]:
         yield from (p for p in found if p.is_file() and _is_parquet(p))
 
 
+def _holds(schema: pl.Schema, pseudonyms: set[str]) -> pl.Expr | None:
+    """True for a row that names one of these customers in any text column (customer_id, a target's row_id,
+    ...): a pseudonym is a keyed hash, so matching it anywhere means the row is about that customer."""
+    wanted = pl.Series(sorted(pseudonyms), dtype=pl.String)
+    hits = [pl.col(name).cast(pl.String).is_in(wanted).fill_null(False)
+            for name, dtype in schema.items() if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)]
+    return pl.any_horizontal(hits) if hits else None
+
+
 def _matching_rows(path: Path, pseudonyms: set[str]) -> int:
     try:
         frame = pl.scan_parquet(path, hive_partitioning=False)
-        if c.CUSTOMER_ID not in frame.collect_schema():
-            return 0
-        return frame.select(pl.col(c.CUSTOMER_ID).is_in(list(pseudonyms)).sum()).collect().item()
+        holds = _holds(frame.collect_schema(), pseudonyms)
+        return 0 if holds is None else frame.select(holds.sum()).collect().item()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise MapwiseError(f"{path}: not a readable Parquet file ({one_line(str(err))})") from None
 
@@ -199,17 +207,18 @@ def mentions(paths: list[Path], pseudonyms: set[str]) -> dict[str, int]:
 
 def _rewrite_without(path: Path, pseudonyms: set[str]) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
-    keep = pl.col(c.CUSTOMER_ID).is_in(list(pseudonyms)).fill_null(False).not_()  # rows without an id stay
     try:
+        frame = pl.scan_parquet(path, hive_partitioning=False)
+        holds = _holds(frame.collect_schema(), pseudonyms)
         with replacing(path) as tmp:
-            pl.scan_parquet(path, hive_partitioning=False).filter(keep).sink_parquet(tmp)
+            frame.filter(holds.not_()).sink_parquet(tmp)
             os.chmod(tmp, mode)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise MapwiseError(f"{path}: cannot rewrite without the forgotten customers ({one_line(str(err))})") from None
 
 
 def scrub(paths: list[Path], pseudonyms: set[str]) -> dict[str, int]:
-    """Remove these customers' rows from every Parquet file under `paths` with a `customer_id` column.
+    """Remove these customers' rows from every Parquet file under `paths` (a row naming one in any text column).
 
     Each changed file is rewritten beside itself and renamed over it (schema, row order and permissions kept):
     its old inode is never written, so a hard link or symlink into DVC's cache keeps the old content there for
