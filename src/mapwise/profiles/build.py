@@ -131,7 +131,7 @@ def _days_since(moment: pl.Expr, as_of: datetime) -> pl.Expr:
     return (pl.lit(as_of, dtype=UTC_TIMESTAMP) - moment).dt.total_microseconds() / _DAY_US
 
 
-def _quintile(expr: pl.Expr, *, descending: bool = False) -> pl.Expr:
+def quintile(expr: pl.Expr, *, descending: bool = False) -> pl.Expr:
     """1..5 by rank in fifths, the best customer 5 and the worst 1; ties share the lower score."""
     rank = expr.rank("min", descending=descending).cast(pl.Int64)
     return (1 + 5 * (rank - 1) // pl.max_horizontal(pl.len().cast(pl.Int64) - 1, 1)).clip(upper_bound=5).cast(pl.Int8)
@@ -216,9 +216,9 @@ def build_profiles(
             (returns / (pl.col(c.PURCHASES) + returns)).alias(c.RETURN_RATE),
         )
         .with_columns(
-            _quintile(pl.col(c.RECENCY_DAYS), descending=True).alias(c.R_SCORE),
-            _quintile(pl.col(c.FREQUENCY)).alias(c.F_SCORE),
-            _quintile(pl.col(c.MONETARY)).alias(c.M_SCORE),
+            quintile(pl.col(c.RECENCY_DAYS), descending=True).alias(c.R_SCORE),
+            quintile(pl.col(c.FREQUENCY)).alias(c.F_SCORE),
+            quintile(pl.col(c.MONETARY)).alias(c.M_SCORE),
         )
         .with_columns(
             (pl.col(c.R_SCORE).cast(pl.Int16) * 10 + pl.col(c.F_SCORE))

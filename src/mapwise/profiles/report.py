@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 from rich.console import Console
@@ -18,6 +15,7 @@ from rich.table import Table
 
 from mapwise import columns as c
 from mapwise.atomic import write_text
+from mapwise.pages import inline_figure, page
 from mapwise.profiles.build import SEGMENT_OF_RF
 
 SEGMENT_NOTES = {
@@ -36,29 +34,6 @@ _COLOURS = dict(zip(c.SEGMENTS, (
     "#1a7f37", "#2da44e", "#6fdd8b", "#54aeff", "#0969da", "#d4a72c", "#fb8f44", "#cf222e", "#8c959f", "#57606a",
 ), strict=True))
 _SKEW_RATIO = 10  # log axis when the 99th percentile exceeds this many medians
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328;
-padding:0 1rem}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
-.sub{color:#57606a;margin-top:0}.kpis{display:flex;flex-wrap:wrap;gap:1rem;margin:1.2rem 0}
-.kpi{background:#f6f8fa;border:1px solid #d0d7de;border-radius:8px;padding:.7rem 1rem;min-width:150px}
-.kpi b{display:block;font-size:1.4rem}.kpi span{color:#57606a;font-size:.85rem}
-img{max-width:100%}table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{padding:.35rem .5rem;border-bottom:1px solid #d0d7de;text-align:right}
-th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f6f8fa}
-.dot{display:inline-block;width:.7rem;height:.7rem;border-radius:50%;margin-right:.4rem}.note{color:#57606a}
-"""
-
-
-def _png(fig: Figure) -> str:
-    """A figure as an <img> with its PNG inline."""
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="chart" src="data:image/png;base64,{data}">'
-
-
 def _money(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -203,23 +178,20 @@ def write_profile_report(profiles: pl.DataFrame, path: Path) -> None:
         (f"{repeat:.0%}", "bought more than one basket"),
     )
     summary = _summary(profiles)
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Customer profiles {html.escape(when)}</title>
-<style>{CSS}</style></head><body>
-<h1>Customer profiles</h1>
-<p class="sub">As of {html.escape(when)}: built only from events before this time.</p>
-<div class="kpis">{"".join(f'<div class="kpi"><b>{v}</b><span>{k}</span></div>' for v, k in kpis)}</div>
+    kpi_html = "".join(f'<div class="kpi"><b>{v}</b><span>{k}</span></div>' for v, k in kpis)
+    body = f"""<div class="kpis">{kpi_html}</div>
 <h2>Segments</h2>
 <p class="note">Each customer gets a score from 1 to 5 (5 = best) for recency, frequency and monetary value,
 by fifths of all customers (ties share the lower score). The segment comes from the recency and frequency scores
 (grid below); net value is purchases minus returns.</p>
 {_table(summary)}
-{_png(_segment_bars(summary))}
+{inline_figure(_segment_bars(summary))}
 <h2>Recency, frequency, monetary</h2>
 <p class="note">Heavy-tailed measures are drawn on a log scale; the dashed line is the median.</p>
-{_png(_distributions(profiles))}
+{inline_figure(_distributions(profiles))}
 <h2>How segments are assigned</h2>
-{_png(_rf_grid(profiles))}
-</body></html>
+{inline_figure(_rf_grid(profiles))}
 """
+    intro = f"As of {html.escape(when)}: built only from events before this time."
+    body = page(f"Customer profiles {when}", intro, body, heading="Customer profiles")
     write_text(path, body)

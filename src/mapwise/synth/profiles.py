@@ -18,7 +18,7 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.errors import MapwiseError
-from mapwise.profiles.build import PROFILE_SCHEMA, SEGMENT_OF_RF, _quintile
+from mapwise.profiles.build import PROFILE_SCHEMA, SEGMENT_OF_RF, quintile
 from mapwise.sources.contracts import PSEUDONYM_LENGTH
 from mapwise.synth.quality import near_copies
 
@@ -67,9 +67,9 @@ def synthetic_profiles(generated: pl.DataFrame, real: pl.DataFrame, *, seed: int
         c.AVG_BASKET_VALUE: pl.col(c.MONETARY).clip(lower_bound=0) / pl.col(c.FREQUENCY),
         c.INTERESTS: pl.col(c.TOP_CATEGORY) + pl.lit(":1.00"),
         c.RECENT_ITEMS: pl.lit(pl.Series([[]] * n, dtype=pl.List(pl.String))),
-        c.R_SCORE: _quintile(pl.col(c.RECENCY_DAYS), descending=True),
-        c.F_SCORE: _quintile(pl.col(c.FREQUENCY)),
-        c.M_SCORE: _quintile(pl.col(c.MONETARY)),
+        c.R_SCORE: quintile(pl.col(c.RECENCY_DAYS), descending=True),
+        c.F_SCORE: quintile(pl.col(c.FREQUENCY)),
+        c.M_SCORE: quintile(pl.col(c.MONETARY)),
     }
     out = out.with_columns(expr.alias(name) for name, expr in derived.items() if name not in generated.columns)
     out = out.with_columns(

@@ -11,8 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mapwise.atomic import write_text
-from mapwise.target.plots import _save
-from mapwise.target.report import _img, _num, _page, _table
+from mapwise.pages import inline_png, num, page, save_png, table
 
 MAX_HISTOGRAMS = 6  # numeric columns whose marginals are drawn
 _REAL = {"color": "#1f2328", "linewidth": 2}
@@ -38,7 +37,7 @@ def _shapes_plot(generators: dict, path: Path) -> None:
     ax.set_ylabel("column shape (1 - KS or 1 - TVD)")
     ax.set_title("How well each column's distribution is kept")
     ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _marginals_plot(real: dict, generators: dict, path: Path) -> None:
@@ -54,7 +53,7 @@ def _marginals_plot(real: dict, generators: dict, path: Path) -> None:
         ax.set_title(name)
         ax.set_ylabel("share of rows")
     axes[0].legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _correlations_plot(names: list[str], real: dict, generators: dict, path: Path) -> None:
@@ -66,7 +65,7 @@ def _correlations_plot(names: list[str], real: dict, generators: dict, path: Pat
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_title(f"{title} (Spearman)")
     fig.colorbar(image, ax=axes, shrink=0.6)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _dcr_plot(generators: dict, path: Path) -> None:
@@ -78,7 +77,7 @@ def _dcr_plot(generators: dict, path: Path) -> None:
         ax.set_title(f"{name}: distance to closest training row", fontsize=9)
         ax.set_ylabel("share of rows")
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _loss_plot(histories: dict[str, list[dict]], path: Path) -> None:
@@ -91,7 +90,7 @@ def _loss_plot(histories: dict[str, list[dict]], path: Path) -> None:
         ax.set_title(f"{name}: training losses")
         ax.set_xlabel("epoch")
         ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def write_synth_report(report: dict, plots_dir: Path, html: Path) -> None:
@@ -113,22 +112,22 @@ def write_synth_report(report: dict, plots_dir: Path, html: Path) -> None:
     rows = []
     for name, res in generators.items():
         util, priv = res["utility"], res["privacy"]
-        rows.append([escape(name), _num(res["shape"]), _num(res["pair_trends"]),
-                     f"{_num(util['tstr']['roc_auc'])} vs {_num(util['trtr']['roc_auc'])}",
-                     f"{_num(priv['synthetic_median'])} vs {_num(priv['holdout_median'])}",
+        rows.append([escape(name), num(res["shape"]), num(res["pair_trends"]),
+                     f"{num(util['tstr']['roc_auc'])} vs {num(util['trtr']['roc_auc'])}",
+                     f"{num(priv['synthetic_median'])} vs {num(priv['holdout_median'])}",
                      f"{priv['share_closer_than_holdout_p5']:.1%}", str(priv["exact_copies"]),
-                     _num(res.get("near_copies", {}).get("dropped"))])
+                     num(res.get("near_copies", {}).get("dropped"))])
     ref = report["holdout"]
-    rows.append(["real holdout (reference)", _num(ref["shape"]), _num(ref["pair_trends"]), "–", "–", "–", "–", "–"])
-    body = [_table(["generator", "column shapes", "pair trends", f"TSTR vs TRTR ROC AUC ({report['target']})",
+    rows.append(["real holdout (reference)", num(ref["shape"]), num(ref["pair_trends"]), "–", "–", "–", "–", "–"])
+    body = [table(["generator", "column shapes", "pair trends", f"TSTR vs TRTR ROC AUC ({report['target']})",
                     "DCR median vs holdout", "closer than holdout p5", "exact copies", "near-copies dropped"], rows)]
     sections = [("shapes", "Column shapes"), ("marginals", "Numbers: real against synthetic"),
                 ("correlations", "Correlations between numbers"), ("dcr", "Privacy: distance to the closest real row"),
                 ("losses", "GAN training")]
-    body += [f"<h2>{title}</h2>{_img(plots_dir / f'{key}.png')}" for key, title in sections if plots[key]]
+    body += [f"<h2>{title}</h2>{inline_png(plots_dir / f'{key}.png')}" for key, title in sections if plots[key]]
     intro = (f"Generators fitted on {report['real']['rows']:,} real training rows, judged against them and against "
              f"{report['holdout']['rows']:,} real holdout rows they never saw. Shapes: 1 - KS (numbers), 1 - TVD "
              "(categories); pair trends: Spearman correlation similarity or contingency similarity. TSTR: a classifier "
              "trained on synthetic rows, TRTR: on real ones, both tested on the holdout. DCR: distance to the closest "
              "training row; a holdout row's DCR is what a fresh real customer looks like.")
-    write_text(html, _page("Synthetic profiles", intro, "".join(body)))
+    write_text(html, page("Synthetic profiles", intro, "".join(body)))

@@ -6,7 +6,6 @@ and returns its path.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mapwise.atomic import write_bytes
+from mapwise.pages import save_png
 
 _RANDOM = {"color": "#8c959f", "linestyle": "--", "linewidth": 1}
 
@@ -30,14 +29,6 @@ def _axes(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6, 
     return fig, ax
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    write_bytes(path, buffer.getvalue())
-    return path
-
-
 def reliability_plot(tables: dict[str, list[dict]], path: str | Path, title: str) -> Path:
     """Observed rate against mean predicted probability per bin, one line per model (`metrics.reliability`
     tables), with the diagonal of perfect calibration."""
@@ -48,7 +39,7 @@ def reliability_plot(tables: dict[str, list[dict]], path: str | Path, title: str
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def gain_plot(gains: dict[str, list[dict]], path: str | Path, title: str) -> Path:
@@ -63,7 +54,7 @@ def gain_plot(gains: dict[str, list[dict]], path: str | Path, title: str) -> Pat
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def uplift_curves_plot(
@@ -79,7 +70,7 @@ def uplift_curves_plot(
         ax.plot([0, x[-1]], [0, values[-1]], label="random", **_RANDOM)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def attribution_plot(attributions: dict[str, float], path: str | Path, title: str, top: int = 15) -> Path:
@@ -89,7 +80,7 @@ def attribution_plot(attributions: dict[str, float], path: str | Path, title: st
     names = [name for name, _ in reversed(ranked)]
     ax.barh(names, [abs(value) for _, value in reversed(ranked)], color="#0969da")
     ax.grid(axis="y", visible=False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def note_plot(text: str, path: str | Path, title: str) -> Path:
@@ -97,4 +88,4 @@ def note_plot(text: str, path: str | Path, title: str) -> Path:
     fig, ax = _axes(title, "", "")
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    return _save(fig, path)
+    return save_png(fig, path)
