@@ -27,7 +27,7 @@ def _answer(root: Path, raw_id: str) -> dict:
     return done.json()
 
 
-@pytest.mark.slow  # two full pipeline runs (~10 min)
+@pytest.mark.slow  # two full pipeline runs (~3 min on 2 cores)
 def test_a_forgotten_customer_leaves_every_output_answer_and_stored_version(tmp_path, monkeypatch):
     from mapwise.privacy.pseudonym import load_key, pseudonym
     from mapwise.privacy.scan import scan
