@@ -161,7 +161,8 @@ def stage(params: Params) -> None:
                   + (f" (neural - {gap['baseline']}: {gap['roc_auc_gain']:+.3f} [{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}])" if gap else ""))
             if "augment" in r and "kept" in r["augment"]:
                 a = r["augment"]
-                print(f"propensity {name}: with synthetic rows for {len(a['segments'])} scarce {a['segment']} segment(s): "
+                scarce = ", ".join(f"{k} +{v['synthetic_rows']}" for k, v in a["segments"].items())
+                print(f"propensity {name}: synthetic rows for scarce values of {a['segment']} ({scarce}): "
                       f"validation ROC AUC {a['with']['validation_roc_auc']:.3f} vs {a['without']['validation_roc_auc']:.3f}, "
                       f"test gain {a['test_gain']['roc_auc']:+.3f} [{a['test_gain']['ci'][0]:+.3f}, "
                       f"{a['test_gain']['ci'][1]:+.3f}]; kept: {a['kept']}")

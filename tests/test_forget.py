@@ -39,6 +39,14 @@ def test_log_appends_only_and_skips_the_forgotten(tmp_path):
                                                  "origin": "file:requests.csv"}
 
 
+def test_a_commented_log_is_empty_and_appends_after_its_comment(tmp_path):
+    log = tmp_path / "forget.jsonl"
+    log.write_text("# forget requests (see README)\n")  # as committed: an empty dependency upsets DVC
+    assert read_log(log) == []
+    new, _ = append_requests(log, [A], "cli", now=NOW)
+    assert read_log(log) == new and log.read_text().startswith("# forget requests (see README)\n{")
+
+
 def test_log_refuses_raw_ids_and_names_a_malformed_line(tmp_path):
     log = tmp_path / "forget.jsonl"
     with pytest.raises(MapwiseError, match="not a pseudonym"):

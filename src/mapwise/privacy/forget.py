@@ -1,7 +1,7 @@
 """The right to be forgotten: the append-only request log, batch request files, and scrubbing Parquet outputs.
 
 The log (`privacy.forget_log`) is one JSON object a line, {request_id, customer_id, requested_at, origin}, and
-holds pseudonyms only: raw ids are pseudonymised by the caller before they reach `append_requests`. Ingest
+holds pseudonyms only (lines starting with `#` are comments): raw ids are pseudonymised by the caller before they reach `append_requests`. Ingest
 leaves the logged customers out; `scrub` removes them from outputs already written; older versions kept by
 DVC are `mapwise.privacy.history`'s business.
 """
@@ -54,7 +54,8 @@ def _request(line: str, path: Path, number: int) -> Request:
 
 
 def _parse(text: str, path: Path) -> list[Request]:
-    return [_request(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return [_request(line, path, n) for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]  # blank and comment lines are not requests
 
 
 def read_log(path: Path) -> list[Request]:
