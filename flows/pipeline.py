@@ -70,7 +70,7 @@ def dotted(overrides: Overrides | dict[str, Any] | None) -> dict[str, Any]:
     try:
         return Overrides.model_validate(overrides or {}).dotted()
     except ValidationError as err:
-        raise MapwiseError(f"overrides: {describe(err)}") from None
+        raise MapwiseError(describe(err, Overrides, "overrides")) from None
 
 
 @flow(name="pipeline", log_prints=True, validate_parameters=False)  # overrides are checked in the run: one line, no traceback

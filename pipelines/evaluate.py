@@ -7,7 +7,6 @@ data (everything before the test); the validation-selected models' scores are re
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +22,7 @@ from mapwise.recommend.models.training import load_network, selected_network  # 
 from mapwise.params import Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.recommend.slices import customer_slices  # noqa: E402
-from mapwise.recommend.split import load_split  # noqa: E402
+from mapwise.recommend.split import describe_split, load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
 
 
@@ -72,8 +71,7 @@ def stage(params: Params) -> None:
                                               ks=sorted(p.ks), headline_k=p.headline_k, bootstrap=p.bootstrap, seed=p.seed)
     if skipped:
         report["skipped_baselines"] = skipped
-    report["split"] = {"method": params.split.method, "cutoff": params.split.cutoff.isoformat(),
-                       "horizon_end": (params.split.cutoff + timedelta(days=params.split.horizon_days)).isoformat()}
+    report["split"] = describe_split(params.split)  # what the method used, nothing another method would have
     write_json(p.report, report)
     _plots(report, sorted(p.ks), p.plots_dir)
     print_evaluate_report(report, p.headline_k)

@@ -45,9 +45,10 @@ def stage(params: Params) -> None:
         if not path.exists():
             raise MapwiseError(f"{path}: not found; run the train stage first")
         net = load_network(path)
+        top_k = None if p.top_k is None else min(p.top_k, net.n_items)  # a catalogue smaller than K: all of it
         folder = p.out_dir / name
         with replacing_folder(folder) as build:  # built beside the previous bundle, swapped in whole when complete
-            export_onnx(net, build / MODEL_FILE, top_k=p.top_k)
+            export_onnx(net, build / MODEL_FILE, top_k=top_k)
             parity = check_parity(net, session(build / MODEL_FILE), sample, atol=p.atol,
                                   min_agreement=p.min_top10_agreement)
             report[name] = {**parity.as_dict(), "onnx_bytes": (build / MODEL_FILE).stat().st_size}
@@ -64,8 +65,8 @@ def stage(params: Params) -> None:
                 "n_items": net.n_items,
                 "max_len": net.max_len,
                 "input": INPUT,
-                "outputs": [SCORES] if p.top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
-                "top_k": p.top_k,
+                "outputs": [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
+                "top_k": top_k,
                 "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
                 "trained_with": network_hparams(path),
                 "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},

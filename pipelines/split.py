@@ -9,7 +9,7 @@ import polars as pl
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.recommend.split import leave_last_out_split, save_split, temporal_split
+from mapwise.recommend.split import describe_split, leave_last_out_split, save_split, small_data_warnings, temporal_split
 from pipelines._stage import run, write_json
 
 
@@ -32,9 +32,12 @@ def stage(params: Params) -> None:
     if split.n_items == 0 or split.test.height == 0:
         raise MapwiseError(f"no {'items' if split.n_items == 0 else 'test customers'}; check split.cutoff")
     save_split(split, p.out_dir)
-    summary = split.summary()
+    warnings = small_data_warnings(split, ks=params.evaluate.ks)
+    summary = {**describe_split(p), **split.summary(), "warnings": warnings}
     write_json(p.report, summary)
     print(f"split ({p.method}): {json.dumps(summary)}")
+    for warning in warnings:
+        print(f"split: warning: {warning}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

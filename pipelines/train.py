@@ -22,7 +22,7 @@ from mapwise.recommend.models.training import (  # noqa: E402
     train_model,
 )
 from mapwise.params import Params  # noqa: E402
-from mapwise.recommend.split import load_split  # noqa: E402
+from mapwise.recommend.split import load_split, require_trainable  # noqa: E402
 from mapwise.tracking import flow_run_tags, mlflow_logger  # noqa: E402
 from pipelines._stage import lineage, run, write_json  # noqa: E402
 
@@ -84,6 +84,7 @@ def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], r
 
 def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
+    require_trainable(split)  # one line saying why, before any MLflow run is opened
     tags = {"mapwise.stage": "train", **lineage(params.split.out_dir), **flow_run_tags()}
     results, refits, run_ids = [], {}, {}
     for name in params.train.models:

@@ -196,7 +196,7 @@ def test_a_stage_restored_from_the_run_cache_brings_what_follows_up_to_date(repo
 def test_a_wrong_override_fails_the_run_before_any_stage(repo):
     before = Path("params.yaml").read_bytes()
     state = pipeline(overrides={"train.max_epochz": 2}, return_state=True)
-    assert state.is_failed() and state.message == "overrides: train.max_epochz: unknown key"
+    assert state.is_failed() and state.message == "overrides: train.max_epochz: unknown key (did you mean 'max_epochs'?)"
     assert _task_runs(state.state_details.flow_run_id) == {}
     assert Path("params.yaml").read_bytes() == before
 

@@ -24,7 +24,7 @@ def test_unknown_key():
     _fails(orders_mapping(colums={}), r"^m.yaml: colums: unknown key$")
     mapping = orders_mapping()
     mapping["read"]["delimeter"] = ";"
-    _fails(mapping, r"^m.yaml: read.delimeter: unknown key$")
+    _fails(mapping, r"^m.yaml: read.delimeter: unknown key \(did you mean 'delimiter'\?\)$")
 
 
 def test_unknown_table_and_column():

@@ -66,7 +66,7 @@ def test_stage_user_errors_are_one_line(tmp_path):
     assert done.stderr == "ingest: mappings/nope.yaml: cannot read mapping (No such file or directory)\n"
     root = _project(tmp_path / "2", lambda p: p["ingest"].update(raw_dirr="x"))
     done = _run([sys.executable, "-m", "pipelines.ingest"], root)
-    assert done.returncode == 2 and done.stderr == "ingest: params.yaml: ingest.raw_dirr: unknown key\n"
+    assert done.returncode == 2 and done.stderr == "ingest: params.yaml: ingest.raw_dirr: unknown key (did you mean 'raw_dir'?)\n"
     assert _run([sys.executable, "-m", "pipelines.ingest", "--help"], root).returncode == 0
 
 

@@ -22,10 +22,8 @@ from rich.table import Table
 from mapwise import columns as c
 from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
-from mapwise.sources.ingest import Limits, validate_rows
-from mapwise.sources.mapping.apply import map_file
+from mapwise.sources.ingest import DUPLICATE_ROW, Limits, ingest_source
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.sources.mapping.readers import load, read_raw
 from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import load_params
 from mapwise.privacy.release import context_tables, held_back, release
@@ -80,22 +78,24 @@ def mapping_preview(
 ) -> None:
     """Apply a mapping to one file and show what each table would get and what it would reject.
 
-    Pseudonyms use a throwaway key, so they differ from the pipeline's.
+    The file goes through ingest's own code (parsing, casts, filters, duplicates, contract checks), so the
+    counts are the ones ingest would report for it alone. Pseudonyms use a throwaway key, so they differ
+    from the pipeline's.
     """
     mapping = load_mapping(mapping_file)
     limits = Limits.of(load_params(params_file).ingest if params_file.exists() else None)
-    _, data = load(data_file, mapping.read.compression, limits.max_bytes)
-    raw = read_raw(data_file, data, mapping.read, limits.max_bytes)
     key = secrets.token_bytes(32)
-    mapped = map_file(raw, mapping, path=data_file, label=data_file.name, file_id="preview", key=key)
+    accepted, _, report = ingest_source([(data_file, data_file.name)], mapping, key, {}, limits)
     with pl.Config(tbl_cols=-1, tbl_width_chars=160, fmt_str_lengths=40):
-        for table, candidates in mapped.candidates.items():
-            good, invalid = validate_rows(candidates, CONTRACTS[table], mapping.name, limits)
-            bad = pl.concat([mapped.rejected[table], invalid])
-            console.rule(f"{table}: {good.height:,} accepted, {bad.height:,} rejected of {raw.rows_read:,}")
-            print(good.drop(LINE_COLUMN, FILE_COLUMN).head(rows))
-            if bad.height:
-                print(bad.group_by("column", "reason").len().sort("len", descending=True))
+        for table, counts in report["tables"].items():
+            console.rule(f"{table}: {counts['accepted']:,} accepted, {counts['quarantined']:,} rejected of "
+                         f"{counts['read']:,}")
+            print(accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False).head(rows))
+            for reason, n in counts["reasons"].items():
+                print(f"  {n:>9,}  {reason}")
+            if counts["reasons"].get(DUPLICATE_ROW) and mapping.tables[table].duplicates == "quarantine":
+                print(f"  ('{DUPLICATE_ROW}': identical to an earlier row; if such rows are distinct events, e.g. "
+                      f"repeat purchases, set tables.{table}.duplicates: keep)")
 
 
 @app.command("contracts")
@@ -107,7 +107,7 @@ def contracts(table: Annotated[str | None, typer.Argument(help="one table; all w
     for contract in CONTRACTS.values() if table is None else [CONTRACTS[table]]:
         out = Table(title=f"{contract.name} ({contract.kind}, key {contract.key})", title_justify="left")
         for name in ("column", "type", "required", "checks"):
-            out.add_column(name)
+            out.add_column(name, overflow="fold")  # at 80 columns (logs) a long name folds, never ends in "…"
         for name, col in contract.schema.columns.items():
             checks = ", ".join(str(ch.error or ch.name) for ch in col.checks)
             unique = ["unique"] if col.unique else []
@@ -184,23 +184,47 @@ _RECENT_SHOWN = 10  # recent items listed by `profile show`
 @profile_app.command("show")
 @_friendly
 def profile_show(
-    customer: Annotated[str, typer.Argument(help="customer id (pseudonym)")],
+    customer: Annotated[str, typer.Argument(help="customer id: as in your own data (pseudonymised here with the "
+                                                 "ingest key) or its pseudonym")],
     profiles: Annotated[Path, typer.Option(help="profiles table")] = Path("data/profiles/profiles.parquet"),
+    params_file: Annotated[Path, typer.Option(
+        "--params", help="params file (ingest.key_file: the pseudonymisation key, unless $MAPWISE_HMAC_KEY is set)",
+    )] = Path("params.yaml"),
 ) -> None:
-    """Show one customer's profile: RFM, segment, interests and most recent items."""
+    """Show one customer's profile: RFM, segment, interests and most recent items.
+
+    The id you type is pseudonymised on the fly with the ingest key (never stored, printed or logged) and
+    looked up; failing that, it is looked up as a pseudonym.
+    """
+    from mapwise.errors import one_line
+    from mapwise.params import IngestParams
+    from mapwise.privacy.pseudonym import load_key, pseudonym
+
+    key_file = (load_params(params_file).ingest.key_file if params_file.exists()
+                else IngestParams.model_fields["key_file"].default)
     try:
-        table = pl.scan_parquet(profiles).filter(pl.col(c.CUSTOMER_ID) == customer).collect()
+        key, no_key = load_key(key_file, create=False), ""  # never created here: a fresh key would match no one
+    except MapwiseError as err:
+        key, no_key = None, str(err)
+    as_raw = pseudonym(customer.strip(), key) if key and customer.strip() else None
+    try:
+        table = pl.scan_parquet(profiles).filter(pl.col(c.CUSTOMER_ID).is_in([as_raw or customer, customer])).collect()
     except (OSError, pl.exceptions.PolarsError) as err:
         problem = type(err).__name__
         raise MapwiseError(f"{profiles}: cannot read profiles ({problem}; run the profile stage first?)") from None
     if table.is_empty():
-        raise MapwiseError(f"{profiles}: no profile for customer '{customer}'")
-    row = table.row(0, named=True)
+        tried = ("tried as your own id (pseudonymised with the ingest key) and as a pseudonym" if as_raw else
+                 f"tried as a pseudonym only; as your own id it needs the key: {no_key}" if no_key else
+                 "tried as a pseudonym")
+        raise MapwiseError(f"{profiles}: no profile for customer '{one_line(customer)}' ({tried})")
+    mine = table.filter(pl.col(c.CUSTOMER_ID) == as_raw) if as_raw else table.clear()
+    row = (table if mine.is_empty() else mine).row(0, named=True)  # your own id first, should a pseudonym also match
     items = row.pop(c.RECENT_ITEMS)
     shown = ("… " if len(items) > _RECENT_SHOWN else "") + ", ".join(items[-_RECENT_SHOWN:])
-    out = Table(title=f"customer {customer}", title_justify="left", show_header=False)
-    out.add_column("field", style="bold")
-    out.add_column("value")
+    found = " (found by your own id)" if row[c.CUSTOMER_ID] == as_raw else ""
+    out = Table(title=f"customer {row[c.CUSTOMER_ID]}{found}", title_justify="left", show_header=False)
+    out.add_column("field", style="bold", overflow="fold")
+    out.add_column("value", overflow="fold")
     for name, value in row.items():
         text = f"{value:,.2f}" if isinstance(value, float) else "–" if value is None else str(value)
         out.add_row(name, text)
@@ -224,13 +248,14 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
 
     params = load_params(params_file)
     name = params.register.model_name
-    out = Table(title=f"{name}", title_justify="left")
-    for column in ("ver", "aliases", "model", "registered", "val ndcg", "gate", "data", "commit"):
-        out.add_column(column, no_wrap=True)
+    out = Table(title=f"{name} (ndcg: validation NDCG@10)", title_justify="left")
+    # 80 columns (logs): names and hashes stay whole (one alias a line), only the time wraps, never a "…"
+    for column in ("ver", "aliases", "model", "when", "ndcg", "gate", "data", "commit"):
+        out.add_column(column, overflow="fold", no_wrap=column != "when")
     for v in versions(params.tracking, name):
         t = v["tags"]
         when = datetime.fromtimestamp(v["created"] / 1000, UTC).strftime("%m-%d %H:%M")
-        out.add_row(v["version"], ", ".join(v["aliases"]) or "–", t.get("model", "?"), when, t.get("val_ndcg_at_10", "?")[:6],
+        out.add_row(v["version"], "\n".join(v["aliases"]) or "–", t.get("model", "?"), when, t.get("val_ndcg_at_10", "?")[:6],
                     t.get("gate.decision", "–"),
                     t.get("data_version", "?")[:8], t.get("git_commit", "?")[:7])
     console.print(out)

@@ -58,6 +58,9 @@ def compare(split: Split, challenger: Bundle, champion: Bundle, slices: dict, p:
 def judge(report: dict, p: PromoteParams, headline_k: int) -> tuple[bool, str, dict]:
     """(promote?, why, figures) from a `compare` report."""
     headline = f"ndcg@{headline_k}"
+    if not report["customers"]:  # a small catalogue can leave a variant (new items) without anyone to score
+        return False, f"no test customer in the {p.variant} variant: nothing to compare on", {"variant": p.variant,
+                                                                                               "customers": 0}
     ch, champ = report["recommenders"]["challenger"], report["recommenders"]["champion"]
     paired = ch[f"{headline}_vs_best_baseline"]
     figures = {

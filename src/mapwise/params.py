@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mapwise.errors import MapwiseError, describe
+from mapwise.errors import MapwiseError, describe, yaml_problem
 
 
 class _Section(BaseModel):
@@ -562,7 +562,7 @@ def parse_params(data: object, origin: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as err:
-        raise MapwiseError(f"{origin}: {describe(err)}") from None
+        raise MapwiseError(describe(err, Params, origin)) from None
 
 
 def read_params(path: Path = Path("params.yaml")) -> dict:
@@ -571,8 +571,8 @@ def read_params(path: Path = Path("params.yaml")) -> dict:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
-    except yaml.YAMLError:
-        raise MapwiseError(f"{path}: invalid YAML") from None
+    except yaml.YAMLError as err:
+        raise MapwiseError(f"{path}: {yaml_problem(err)}") from None
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
@@ -595,5 +595,5 @@ def with_overrides(data: dict, overrides: dict[str, object], origin: str = "over
     try:
         Params.model_validate(merged)
     except ValidationError as err:
-        raise MapwiseError(f"{origin}: {describe(err)}") from None
+        raise MapwiseError(describe(err, Params, origin)) from None
     return merged

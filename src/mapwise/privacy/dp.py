@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mapwise.params import FitParams, PrivateParams
 from mapwise.target.fitting import TargetModule, tensors
+from mapwise.lightning_noise import quiet_lightning
 
 ACCOUNTANT = "prv"  # Opacus' privacy loss random variable accountant: tighter than RDP, and reports an upper bound
 _NOISE = (".*Secure RNG turned off.*", ".*Optimal order is the largest alpha.*", ".*Full backward hook is firing.*",
@@ -78,6 +79,7 @@ def fit_private(build: Callable[[], nn.Module], train: list[np.ndarray], val: li
     optimizer = torch.optim.AdamW(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     val_loader = DataLoader(TensorDataset(*tensors(*val)), batch_size=max(p.batch_size, 4096))
     curve = _ValidationCurve()
+    quiet_lightning()
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_epochs=dp.epochs, callbacks=[curve],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         deterministic=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from mapwise.errors import MapwiseError, one_line
+from mapwise.errors import MapwiseError, one_line, yaml_problem
 from mapwise.privacy.forget import mentions
 
 WORKSPACE = "workspace"  # the working tree's dvc.lock and .dvc files, committed or not
@@ -84,7 +84,7 @@ def _yaml(text: str, where: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise MapwiseError(f"{where}: not valid YAML ({one_line(str(err))})") from None
+        raise MapwiseError(f"{where}: {yaml_problem(err)}") from None
     return data if isinstance(data, dict) else {}
 
 

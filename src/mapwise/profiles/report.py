@@ -17,6 +17,7 @@ from mapwise import columns as c
 from mapwise.atomic import write_text
 from mapwise.pages import inline_figure, page
 from mapwise.profiles.build import SEGMENT_OF_RF
+from mapwise.report import name_column
 
 SEGMENT_NOTES = {
     "champions": "bought very recently and often — reward them, early access, ask for reviews",
@@ -158,10 +159,11 @@ def print_profile_summary(profiles: pl.DataFrame, console: Console | None = None
     console.print(f"profile: {profiles.height:,} customers as of {as_of:%Y-%m-%d %H:%M:%S.%f %Z}", highlight=False,
                   soft_wrap=True)
     table = Table()
-    table.add_column("segment")
+    summary = _summary(profiles)
+    name_column(table, "segment")
     for name in ("customers", "share", "total net value"):
-        table.add_column(name, justify="right")
-    for s in _summary(profiles).iter_rows(named=True):
+        table.add_column(name, justify="right", overflow="fold")
+    for s in summary.iter_rows(named=True):
         table.add_row(s[c.SEGMENT], f"{s['customers']:,}", f"{s['share']:.0%}", _money(s["total"]))
     console.print(table)
 

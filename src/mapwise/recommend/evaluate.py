@@ -79,12 +79,15 @@ def evaluate_case(
     headline_k: int,
 ) -> dict:
     """Metrics per recommender (means, headline interval, slices, difference from the best baseline)."""
+    if not case.targets:  # e.g. new items when every test customer has bought the whole (small) catalogue
+        return {"customers": 0, "recommenders": {}, "note": "no test customer: nothing to score"}
     n_items = len(popularity) - 1
+    depth = min(max(ks), n_items)  # a catalogue smaller than K: the list is all of it, and a metric at K its value there
     headline = f"ndcg@{headline_k}"
     per_user, report = {}, {}
     for name, score in scorers.items():
-        recs = top_k(_demote(score(case.histories), case.exclude), max(ks))
-        values = ranking_metrics(recs, case.targets, ks)
+        recs = top_k(_demote(score(case.histories), case.exclude), depth)
+        values = _at_ks(ranking_metrics(recs, case.targets, sorted({min(k, depth) for k in ks})), ks, depth)
         per_user[name] = values[headline]
         _, low, high = bootstrap_ci(values[headline], bootstrap, seed)
         head = recs[:, :headline_k]
@@ -124,6 +127,12 @@ def before_refit(split: Split, report: dict, scorers: dict[str, Scorer], *, ks: 
     }
 
 
+def _at_ks(values: dict[str, np.ndarray], ks: Sequence[int], depth: int) -> dict[str, np.ndarray]:
+    """Metrics named by every K asked for, a K beyond the `depth` ranked (the whole catalogue) taking its value there."""
+    kinds = dict.fromkeys(name.rsplit("@", 1)[0] for name in values)  # hr, recall, ndcg, mrr: their order kept
+    return {f"{kind}@{k}": values[f"{kind}@{min(k, depth)}"] for k in ks for kind in kinds}
+
+
 def _demote(scores: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:
     """Excluded items below every candidate: never ahead of one, and never a hit (they are not targets).
 
@@ -161,16 +170,21 @@ def evaluate(
     """The whole report: one entry per variant, recommender and metric (headline: NDCG at headline_k)."""
     if headline_k not in ks:
         raise MapwiseError(f"evaluate.ks {list(ks)} must include the headline K ({headline_k})")
-    if max(ks) > split.n_items:
-        raise MapwiseError(f"evaluate.ks: K={max(ks)} exceeds the catalogue ({split.n_items} items)")
+    if split.n_items < 1:
+        raise MapwiseError("the split has no items: nothing to rank; run the split stage on purchase events")
     popularity = item_popularity(split)
-    return {
+    report = {
         variant: evaluate_case(
             case, scorers, ks=ks, popularity=popularity, slices=slices, baselines=baselines,
             bootstrap=bootstrap, seed=seed, headline_k=headline_k,
         )
         for variant, case in cases(split).items()
     }
+    if max(ks) > split.n_items:
+        report["catalogue"] = {"items": split.n_items, "ranked": split.n_items,
+                               "note": f"{split.n_items} items, fewer than K={max(ks)}: every list ranks the whole "
+                                       f"catalogue, and a metric at K >= {split.n_items} is its value at {split.n_items}"}
+    return report
 
 
 def item_popularity(split: Split) -> np.ndarray:

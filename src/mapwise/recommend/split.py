@@ -8,6 +8,7 @@ the window; items first seen after training cannot be scored by anything and are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import polars as pl
 from mapwise import columns as c
 from mapwise.atomic import replacing_folder
 from mapwise.errors import MapwiseError
+from mapwise.params import SplitParams
 
 ITEM_IDX = "item_idx"
 HISTORY = "history"
@@ -25,6 +27,12 @@ UNKNOWN_TARGETS = "unknown_targets"
 POPULARITY = "popularity"
 PADDING_IDX = 0
 _PARTS = ("items", "train", "valid", "test", "refit")
+
+VALIDATION_K = 10  # training selects on validation NDCG at this K (over fewer items, over all of them)
+MIN_ITEMS = 2  # with fewer there is nothing to rank: the sequence models refuse to train
+FEW_SEQUENCES = 10  # training sequences below which the split stage warns that the models will learn little
+STILL_USEFUL = ("on data like this, ingest, profile (RFM and segments) and propensity/uplift still make sense; "
+                "the recommender stages (train, evaluate, export) do not")
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,67 @@ class Split:
             "valid": window(self.valid),
             "test": window(self.test),
         }
+
+
+def describe_split(p: SplitParams) -> dict:
+    """What the split method used, for the reports: its name and its own settings, none another method reads."""
+    if p.method == "leave_last_out":
+        return {"method": p.method, "held_out": "each customer's last purchase (test) and the one before it (validation)",
+                "min_history": p.min_history}
+    return {"method": p.method, "cutoff": p.cutoff.isoformat(),
+            "validation_start": (p.cutoff - timedelta(days=p.validation_days)).isoformat(),
+            "horizon_end": (p.cutoff + timedelta(days=p.horizon_days)).isoformat(), "min_history": p.min_history}
+
+
+def training_sequences(split: Split) -> int:
+    """Customers with two or more training purchases: the sequences the models learn next items from."""
+    return split.train.group_by(c.CUSTOMER_ID).len().filter(pl.col("len") >= 2).height
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def untrainable(split: Split) -> str | None:
+    """Why the sequence recommenders cannot train on this split (None when they can)."""
+    if split.n_items < MIN_ITEMS:
+        return f"the split has {_plural(split.n_items, 'item')} in its training period"
+    if training_sequences(split) == 0:
+        return f"the split has {_plural(split.n_items, 'item')} but no customer with 2+ training purchases"
+    if split.valid.height == 0:
+        return (f"the split has {_plural(split.n_items, 'item')} but no validation customer (a known item bought in "
+                "the validation window)")
+    return None
+
+
+def require_trainable(split: Split) -> None:
+    """Refuse, in one line, a split too small for the sequence recommenders: what it has, what they need, what else works."""
+    problem = untrainable(split)
+    if problem:
+        raise MapwiseError(
+            f"{problem}: the sequence recommenders need at least {MIN_ITEMS} items, a customer with 2+ training "
+            f"purchases and a validation customer; {STILL_USEFUL}"
+        )
+
+
+def small_data_warnings(split: Split, *, ks: Sequence[int]) -> list[str]:
+    """What the models and metrics will make of a small catalogue or few sequences (empty when nothing to say)."""
+    problem = untrainable(split)
+    if problem:  # the rest would not matter
+        return [f"{problem}: train will refuse; {STILL_USEFUL}"]
+    out = []
+    ranked = max([*ks, VALIDATION_K])
+    if split.n_items < ranked:
+        out.append(
+            f"{_plural(split.n_items, 'item')}, fewer than the top {ranked} the metrics rank (evaluate.ks {list(ks)}, "
+            f"validation NDCG@{VALIDATION_K}): lists are cut to the {split.n_items} items, so every K >= "
+            f"{split.n_items} ranks the whole catalogue"
+        )
+    sequences = training_sequences(split)
+    if 0 < sequences < FEW_SEQUENCES:
+        out.append(f"only {_plural(sequences, 'training sequence')} (customers with 2+ training purchases): the "
+                   "sequence models will learn little; compare them with the baselines")
+    return out
 
 
 def load_split(folder: Path) -> Split:

@@ -124,8 +124,9 @@ class Recommender:
             top, scores = _top(row, request.allowed, request.k)
             seen = {*request.purchased.tolist(), *request.session.tolist()}  # a set: np.isin costs more at this size
             reasons, strategy = [REPEAT if i in seen else MODEL for i in top.tolist()], MODEL
-        if len(top) < request.k:
-            notes.append(f"only {len(top)} items pass the filters")
+        if len(top) < request.k:  # k is clamped to what there is: never an error
+            notes.append(f"the catalogue has only {self.n_items} items" if len(top) == self.n_items else
+                         f"only {len(top)} items pass the filters")
         return Answer(self._describe(top, scores, reasons), request.known, strategy, request.unknown, notes)
 
     def allowed(self, filters: Filters | None) -> np.ndarray:

@@ -25,6 +25,7 @@ from mapwise.params import IngestParams
 from mapwise.progress import steps
 
 
+DUPLICATE_ROW = "duplicate row"
 FUTURE = "later than the time of ingestion + ingest.future_tolerance_days"
 PAST = "earlier than ingest.min_timestamp"
 
@@ -106,15 +107,17 @@ def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
 
 
 def _deduplicate(
-    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool
+    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool, keep_identical: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence.
 
-    Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked.
+    Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked. `keep_identical`
+    (the table's `duplicates: keep`) keeps repeated records: they are distinct events.
     """
     rejected = []
     content = [col for col in contract.dtypes if col not in (contract.key, c.SOURCE)]
-    checks = [(content, "duplicate row")] + ([([contract.key], "duplicate id")] if ids_mapped else [])
+    checks = [] if keep_identical else [(content, DUPLICATE_ROW)]
+    checks += [([contract.key], "duplicate id")] if ids_mapped else []
     for cols, reason in checks:
         if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
             continue  # cheap hashed check first: distinct hashes mean distinct rows
@@ -239,7 +242,8 @@ def ingest_source(
         bad = [*rejected[table]]
         if contract.kind == "fact" and candidates[table]:
             ids_mapped = contract.key in mapping.tables[table].columns
-            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped)
+            keep = mapping.tables[table].duplicates == "keep"
+            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped, keep_identical=keep)
             bad.append(dups)
         if candidates[table]:
             frame, invalid = validate_rows(frame, contract, mapping.name, limits)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from mapwise.atomic import write_bytes, write_json
 from mapwise.params import GanParams
 from mapwise.synth.transform import Span, Transformer
+from mapwise.lightning_noise import quiet_lightning
 
 TAU = 0.2  # gumbel-softmax temperature
 GP_WEIGHT = 10.0  # WGAN-GP lambda
@@ -235,6 +236,7 @@ class CTGAN:
         module = _Module(transformer.transform(frame, seed=seed), transformer, p, seed)
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_lightning()
         trainer = L.Trainer(accelerator=p.accelerator, devices=p.devices, precision=p.precision, max_epochs=p.epochs,
                             logger=False, enable_checkpointing=False, enable_progress_bar=sys.stderr.isatty(),
                             enable_model_summary=False, deterministic=True)

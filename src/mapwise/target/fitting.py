@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from mapwise.params import FitParams
 from mapwise.target.networks import ArmsNet
+from mapwise.lightning_noise import quiet_lightning
 
 
 class TargetModule(L.LightningModule):
@@ -106,6 +107,7 @@ def fit(build: Callable[[], nn.Module], train: list[np.ndarray], val: list[np.nd
     generator = torch.Generator().manual_seed(seed)
     train_loader = _loader(train, p.batch_size, generator)
     val_loader = _loader(val, max(p.batch_size, 4096), None)
+    quiet_lightning()
     trainer = L.Trainer(accelerator=p.accelerator, devices=p.devices, precision=p.precision, max_epochs=p.max_epochs,
                         callbacks=[keep], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, deterministic=True)

@@ -10,9 +10,10 @@ from mapwise.recommend.metrics import ranking_metrics
 from mapwise.recommend.models.networks import build_network
 from mapwise.recommend.models.objectives import Objective
 from mapwise.params import ModelParams
+from mapwise.recommend.split import VALIDATION_K
 
-VAL_METRIC = "val_ndcg@10"
-_VAL_K = 10
+VAL_METRIC = f"val_ndcg@{VALIDATION_K}"
+_VAL_K = VALIDATION_K
 
 
 class AdagradM(torch.optim.Optimizer):
@@ -76,9 +77,10 @@ class RecommenderModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         inputs, padded_targets = batch
-        top = torch.topk(self.net(inputs).float(), _VAL_K, dim=1).indices.cpu().numpy()
+        k = min(_VAL_K, self.net.n_items)  # a catalogue smaller than K: NDCG over all of it (padding, at -inf, never)
+        top = torch.topk(self.net(inputs).float(), k, dim=1).indices.cpu().numpy()
         targets = [row[row >= 0] for row in padded_targets.cpu().numpy()]
-        ndcg = ranking_metrics(top, targets, [_VAL_K])[f"ndcg@{_VAL_K}"]
+        ndcg = ranking_metrics(top, targets, [k])[f"ndcg@{k}"]
         self.log(VAL_METRIC, float(np.mean(ndcg)), prog_bar=True, batch_size=len(targets), sync_dist=True)
 
     def configure_optimizers(self) -> dict:

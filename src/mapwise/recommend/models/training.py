@@ -41,7 +41,8 @@ from mapwise.recommend.models.sequences import (
 )
 from mapwise.recommend.models.targets import NextItems
 from mapwise.params import ModelParams, TrainParams
-from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split
+from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split, require_trainable
+from mapwise.lightning_noise import quiet_lightning
 
 
 @dataclass
@@ -187,6 +188,7 @@ def training_batches(examples: NextItems, p: TrainParams) -> DataLoader:
 
 def _trainer(p: TrainParams, *, max_steps: int, callbacks: list, logger: Logger | bool, progress: bool,
              interval: int | None) -> L.Trainer:
+    quiet_lightning()
     return L.Trainer(
         accelerator=p.accelerator, devices=p.devices, strategy=p.strategy, num_nodes=p.num_nodes,
         precision=resolve_precision(p), max_steps=max_steps, max_epochs=-1, callbacks=callbacks, logger=logger,
@@ -209,7 +211,9 @@ def train_model(
     """Fit `name` on the split's training interactions until validation NDCG plateaus or the budget runs out.
 
     `p` are the model's own params (`TrainParams.for_model`). The checkpoint kept is the best on validation.
+    A split too small to learn from (one item, no sequence, no validation customer) is refused in one line.
     """
+    require_trainable(split)
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
     ckpt_dir = work_dir / f"{name}-{config_hash(name, split.train, split.n_items, p)}"
@@ -277,6 +281,7 @@ def refit_model(
     It trains for the steps validation chose, scaled by how many more examples there are: the same
     number of passes over the data, with the same seed and schedule. No validation is left to watch.
     """
+    require_trainable(split)
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
     module = build_module(selected.name, split, p)

@@ -56,14 +56,65 @@ def _whole_number(values: pl.Series) -> pl.Series:
     return as_float.cast(pl.Int64, strict=False).set(as_float != as_float.floor(), None)
 
 
+class ColumnTypeError(ValueError):
+    """A column whose values can never become what the mapping or the contract asks: the mapping must change."""
+
+
+_EXAMPLE_FORMAT = '{format: "%Y-%m-%d %H:%M:%S", timezone: UTC}'
+
+
+def conversion_problem(dtype: pl.DataType, target: pl.DataType, text: str, mapping: Mapping) -> str | None:
+    """Why values of `dtype`, from expression `text`, can never become the contract's `target`, and the fix;
+    None when they can (a value that does not convert is then quarantined, with its column)."""
+    if target == pl.String or dtype == target or dtype == pl.Null:
+        return None
+    temporal = dtype == pl.Date or isinstance(dtype, pl.Datetime)
+    if (isinstance(target, pl.Datetime) or target == pl.Date) and temporal:
+        return None
+    if target.is_numeric() and (dtype.is_numeric() or dtype in (pl.String, pl.Boolean)):
+        return None
+    if target == pl.Boolean and dtype.is_numeric():
+        return None
+    read = sorted(compile_expression(text).columns)
+    column = read[0] if len(read) == 1 and read[0] not in mapping.derive else None  # the source column to parse
+    name = column or "<column>"
+    bare = column is not None and text.strip() in (column, f"col('{column}')", f'col("{column}")')
+    what = f"column '{one_line(name, 60)}'" if bare else f"'{one_line(text, 60)}'"
+    kind = "text" if dtype == pl.String else "true/false" if dtype == pl.Boolean else \
+        "numbers" if dtype.is_numeric() else "dates and times" if temporal else str(dtype)
+    if isinstance(target, pl.Datetime) and dtype == pl.String:
+        fix = (f"declare how to parse it under timestamps:, e.g. timestamps: {{{name}: {_EXAMPLE_FORMAT}}} "
+               f"(strftime codes; or {{epoch: s}} for epoch seconds)")
+        if column is None:
+            fix = "parse the source column(s) under timestamps: (e.g. " + _EXAMPLE_FORMAT + ") and map the parsed column"
+        return f"{what} is text, but the contract needs a date and time (UTC): {fix}"
+    if isinstance(target, pl.Datetime) and dtype.is_numeric():
+        return (f"{what} gives numbers, but the contract needs a date and time (UTC): for epoch values declare "
+                f"timestamps: {{{name}: {{epoch: s}}}} (s, ms, us or ns)")
+    if target == pl.Date and dtype == pl.String:
+        return (f"{what} is text, but the contract needs a date: add casts: {{{name}: date}} (YYYY-MM-DD), or "
+                f"timestamps: {{{name}: {_EXAMPLE_FORMAT}}} for another layout")
+    if target == pl.Boolean and dtype == pl.String:
+        return (f"{what} is text, but the contract needs true/false: add casts: {{{name}: bool}} "
+                f"(true/false, yes/no, y/n, 1/0), or map its values under value_maps: {{{name}: {{...: true}}}}")
+    needs = "a date and time (UTC)" if isinstance(target, pl.Datetime) else "a date" if target == pl.Date else \
+        "true/false" if target == pl.Boolean else "a number" if target.is_numeric() else str(target)
+    return f"{what} gives {kind} ({dtype}), but the contract needs {needs}: change the expression or its casts"
+
+
 def _timestamp(expr: pl.Expr, spec: TimestampSpec, dtype: pl.DataType) -> pl.Expr:
     if spec.epoch:
         parsed = pl.from_epoch(expr.cast(pl.Int64, strict=False), time_unit=spec.epoch).dt.replace_time_zone("UTC")
         return parsed.dt.cast_time_unit("us")
     if isinstance(dtype, pl.Datetime):
         parsed = expr
-    else:
+    elif dtype == pl.Date:
+        parsed = expr.cast(pl.Datetime("us"))
+    elif dtype in (pl.String, pl.Null):
         parsed = expr.str.strptime(pl.Datetime("us"), spec.format, strict=False)
+    else:
+        raise ColumnTypeError(f"the column holds {dtype} values, not text, so format '{spec.format}' cannot apply; "
+                              f"for epoch numbers use {{epoch: s}} (s, ms, us or ns)")
     aware = isinstance(dtype, pl.Datetime) and dtype.time_zone or (spec.format and "%z" in spec.format)
     if not aware:
         parsed = parsed.dt.replace_time_zone(spec.timezone, ambiguous="earliest", non_existent="null")
@@ -134,7 +185,10 @@ def _parse(frame: pl.DataFrame, mapping: Mapping) -> tuple[pl.DataFrame, set[str
     steps = [(col, _cast(pl.col(col), kind), f"cannot parse as {kind}") for col, kind in mapping.casts.items()]
     for col, spec in mapping.timestamps.items():
         how = f"format '{spec.format}'" if spec.format else f"epoch {spec.epoch}"
-        parsed = _timestamp(pl.col(col), spec, frame.schema[col])
+        try:
+            parsed = _timestamp(pl.col(col), spec, frame.schema[col])
+        except ColumnTypeError as err:
+            raise ColumnTypeError(f"timestamps.{col}: {err}") from None
         steps.append((col, parsed, f"cannot parse as a {spec.timezone} time ({how})"))
     parsed = frame.select([expr.alias(col) for col, expr, _ in steps])
     for col, _, reason in steps:
@@ -169,6 +223,12 @@ def check_types(mapping: Mapping, origin: str) -> None:
             values = frame.select(compile_expression(text).expr).to_series()
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
             problem = one_line(str(err).strip().split("\n")[0], 160)
+            text_read = sorted(col for col in compile_expression(text).columns
+                               if frame.schema.get(col) == pl.String and col not in mapping.derive)
+            if text_read:  # the usual cause: a column used as a number, flag or time without its cast
+                shown = ", ".join(one_line(col, 40) for col in text_read[:5])
+                problem += (f" ({shown} {'is' if len(text_read) == 1 else 'are'} read as text: cast first, e.g. "
+                            f"casts: {{{one_line(text_read[0], 40)}: float}} (int, bool, date), or parse under timestamps:)")
             raise MapwiseError(f"{origin}: {where}: '{one_line(text)}' cannot be evaluated: {problem}") from None
         if where.endswith(".filter") and values.dtype not in (pl.Boolean, pl.Null):
             raise MapwiseError(f"{origin}: {where}: '{one_line(text)}' gives {values.dtype}, not true or false")
@@ -182,7 +242,13 @@ def check_types(mapping: Mapping, origin: str) -> None:
         frame = frame.with_columns(evaluate(f"derive.{name}", text).alias(name))
     for where, text in mapping.expressions():
         if where.startswith("tables."):
-            evaluate(where, text)
+            values = evaluate(where, text)
+            _, table, part, *column = where.split(".", 3)
+            if part == "columns":
+                target = mapping.contract(table).dtypes.get(column[0])
+                problem = target is not None and conversion_problem(values.dtype, target, text, mapping)
+                if problem:
+                    raise MapwiseError(f"{origin}: {where}: {problem}")
 
 
 def _pseudonymise_identity(frame: pl.DataFrame, identity: str, key: bytes) -> pl.DataFrame:
@@ -262,6 +328,8 @@ def map_file(raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id
             good, bad = _table_rows(frame, mapping, table, deps, failing, file_id)
             candidates[table] = good
             rejected[table] = pl.concat([rejected_base, bad])
+    except ColumnTypeError as err:
+        raise MapwiseError(f"{path}: mapping '{mapping.name}': {err}") from None
     except pl.exceptions.PolarsError as err:
         problem = str(err).strip().splitlines()[0]
         raise MapwiseError(f"{path}: mapping '{mapping.name}' cannot be applied: {problem}") from None
@@ -305,6 +373,10 @@ def _table_rows(
     staged = frame.with_columns(
         *values, q_column.alias("__q_column"), q_reason.alias("__q_reason"), q_value.alias("__q_value")
     )
+    for col in exprs:  # values that can never become the contract's type: the mapping is wrong, not the row
+        problem = conversion_problem(staged.schema[_VAL + col], contract.dtypes[col], spec.columns[col], mapping)
+        if problem:
+            raise ColumnTypeError(f"tables.{table}.columns.{col}: {problem}")
     casts, broken_column, broken_value, broken_reason = [], [], [], []
     for col, dtype in contract.dtypes.items():
         source = pl.col(_VAL + col)
@@ -318,14 +390,24 @@ def _table_rows(
     q_column = pl.when(prior).then(pl.col("__q_column")).otherwise(pl.coalesce(broken_column))
     q_reason = pl.when(prior).then(pl.col("__q_reason")).otherwise(pl.coalesce(broken_reason))
     q_value = pl.when(prior).then(pl.col("__q_value")).otherwise(pl.coalesce(broken_value))
-    staged = staged.select(
-        *casts,
-        pl.col(LINE_COLUMN),
-        pl.col(FILE_COLUMN),
-        q_column.alias("__q_column"),
-        q_reason.alias("__q_reason"),
-        q_value.alias("__q_value"),
-    )
+    try:
+        staged = staged.select(
+            *casts,
+            pl.col(LINE_COLUMN),
+            pl.col(FILE_COLUMN),
+            q_column.alias("__q_column"),
+            q_reason.alias("__q_reason"),
+            q_value.alias("__q_value"),
+        )
+    except pl.exceptions.PolarsError as err:  # a conversion the rules above did not foresee: name its column
+        for col, dtype in contract.dtypes.items():
+            try:
+                staged.select(pl.col(_VAL + col).cast(dtype, strict=False))
+            except pl.exceptions.PolarsError:
+                given = staged.schema[_VAL + col]
+                raise ColumnTypeError(f"tables.{table}.columns.{col}: gives {given}, which cannot become {dtype} "
+                                      f"({one_line(str(err).strip().splitlines()[0], 120)})") from None
+        raise
     bad_mask = pl.col("__q_reason").is_not_null()
     good = staged.filter(~bad_mask).select(*contract.dtypes, LINE_COLUMN, FILE_COLUMN)
     bad = staged.filter(bad_mask).select(

@@ -12,17 +12,25 @@ import codecs
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapwise import columns as c
 from mapwise.sources.contracts import CONTRACTS, TRAIT_BASE_COLUMNS, Contract, TraitSpec, traits_contract
-from mapwise.errors import MapwiseError, describe
+from mapwise.errors import MapwiseError, describe, yaml_problem
 from mapwise.sources.mapping.expressions import ExpressionError, compile_expression
 
 Scalar = str | int | float | bool | None
+
+
+def _literal_text(value: object) -> object:
+    """A number or true/false written bare in YAML (`quantity: 1`) is that literal's expression."""
+    return str(value) if isinstance(value, int | float) else value  # bool is an int: True -> "True"
+
+
+Expression = Annotated[str, BeforeValidator(_literal_text)]
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -100,8 +108,12 @@ CastType = Literal["str", "int", "float", "bool", "date"]
 class TableSpec(_Strict):
     """How one canonical table is filled from the source's columns."""
 
-    filter: str | None = Field(None, description="rows where this is false are quarantined as excluded")
-    columns: dict[str, str] = Field(description="canonical column -> expression")
+    filter: Expression | None = Field(None, description="rows where this is false are quarantined as excluded")
+    columns: dict[str, Expression] = Field(description="canonical column -> expression")
+    duplicates: Literal["quarantine", "keep"] = Field(
+        "quarantine", description="fact tables: rows identical to an earlier one are quarantined as 'duplicate row' "
+                                  "(quarantine), or kept as distinct events, e.g. a repeat purchase written as an "
+                                  "identical line (keep); a mapped id must be unique either way")
 
 
 class Mapping(_Strict):
@@ -117,7 +129,7 @@ class Mapping(_Strict):
     identity: str | None = Field(
         None, description="expression (usually a column) giving the raw customer id to pseudonymise"
     )
-    derive: dict[str, str] = Field(default_factory=dict)
+    derive: dict[str, Expression] = Field(default_factory=dict)
     traits: dict[str, TraitSpec] = Field(
         default_factory=dict, description="customer traits this source fills (tables.customer_traits): name -> type, values"
     )
@@ -143,6 +155,9 @@ class Mapping(_Strict):
             if table not in CONTRACTS:
                 raise ValueError(f"unknown table '{table}' (known: {', '.join(CONTRACTS)})")
             contract = CONTRACTS[table]
+            if spec.duplicates == "keep" and contract.kind != "fact":
+                raise ValueError(f"{table}.duplicates: keep applies to fact tables only; {table} rows merge into one "
+                                 f"per {contract.key}")
             for column in spec.columns:
                 if column not in contract.dtypes and table != c.CUSTOMER_TRAITS:  # traits: checked with `traits`
                     known = ", ".join(contract.dtypes)
@@ -196,7 +211,7 @@ def parse_mapping(data: object, origin: str) -> Mapping:
     try:
         mapping = Mapping.model_validate(data)
     except ValidationError as err:
-        raise MapwiseError(f"{origin}: {describe(err)}") from None
+        raise MapwiseError(describe(err, Mapping, origin)) from None
     for where, text in mapping.expressions():
         try:
             compile_expression(text)
@@ -215,9 +230,7 @@ def load_mapping(path: Path) -> Mapping:
     except OSError as err:
         raise MapwiseError(f"{path}: cannot read mapping ({err.strerror})") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise MapwiseError(f"{path}: invalid YAML{where}") from None
+        raise MapwiseError(f"{path}: {yaml_problem(err)}") from None
     mapping = parse_mapping(data, str(path))
     if mapping.name != path.stem:
         raise MapwiseError(f"{path}: name '{mapping.name}' must match the file name '{path.stem}'")
