@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,8 +14,9 @@ from mapwise.serving.bundle import MODEL_FILE, write_bundle
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.training import load_network, network_hparams
-from mapwise.serving.onnx_export import check_parity, dynamic_length, export_onnx
-from mapwise.params import Params
+from mapwise.serving.onnx_export import Parity, check_parity, dynamic_length, export_onnx, export_query
+from mapwise.recommend.models.networks import SequenceRecommender
+from mapwise.params import ExportParams, Params
 from mapwise.serving.tables import customer_table, item_table
 from mapwise.recommend.split import HISTORY, load_split
 from pipelines._stage import lineage, read_report, run, write_json
@@ -24,6 +26,30 @@ def _metrics(evaluation: dict, name: str, validation: dict) -> dict:
     test = {variant: evaluation[variant]["recommenders"][name] for variant in ("all_items", "new_items")
             if name in evaluation.get(variant, {}).get("recommenders", {})}
     return {"validation": {"ndcg@10": validation.get("val_ndcg@10")}, "test": test, "test_window": evaluation.get("split")}
+
+
+def export_graphs(net: SequenceRecommender, build: Path, sample: list[np.ndarray], p: ExportParams, *,
+                  top_k: int | None) -> tuple[Parity, float | None]:
+    """The scoring graph (parity-checked on `sample`) and, for dot-product models that pass, the retrieval files."""
+    export_onnx(net, build / MODEL_FILE, top_k=top_k)
+    parity = check_parity(net, session(build / MODEL_FILE), sample, atol=p.atol, min_agreement=p.min_top10_agreement)
+    return parity, export_query(net, build, sample, atol=p.atol) if parity.passed else None
+
+
+def bundle_metadata(name: str, net: SequenceRecommender, top_k: int | None, parity: Parity,
+                    query_diff: float | None) -> dict:
+    """The bundle metadata the graphs determine (the stage adds what the model was trained with, lineage, metrics)."""
+    return {
+        "model": name,
+        "n_items": net.n_items,
+        "max_len": net.max_len,
+        "input": INPUT,
+        "outputs": [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
+        "top_k": top_k,
+        "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
+        "parity": parity.as_dict(),
+        "retrieval": {"dot_product": query_diff is not None, "query_max_abs_diff": query_diff},
+    }
 
 
 def stage(params: Params) -> None:
@@ -48,10 +74,9 @@ def stage(params: Params) -> None:
         top_k = None if p.top_k is None else min(p.top_k, net.n_items)  # a catalogue smaller than K: all of it
         folder = p.out_dir / name
         with replacing_folder(folder) as build:  # built beside the previous bundle, swapped in whole when complete
-            export_onnx(net, build / MODEL_FILE, top_k=top_k)
-            parity = check_parity(net, session(build / MODEL_FILE), sample, atol=p.atol,
-                                  min_agreement=p.min_top10_agreement)
-            report[name] = {**parity.as_dict(), "onnx_bytes": (build / MODEL_FILE).stat().st_size}
+            parity, query_diff = export_graphs(net, build, sample, p, top_k=top_k)
+            report[name] = {**parity.as_dict(), "onnx_bytes": (build / MODEL_FILE).stat().st_size,
+                            "query_max_abs_diff": query_diff}
             if not parity.passed:
                 shutil.rmtree(folder, ignore_errors=True)  # no bundle for a network its graph does not match
                 write_json(p.report, report)
@@ -61,17 +86,10 @@ def stage(params: Params) -> None:
                     f"(needed {p.min_top10_agreement:.0%})"
                 )
             metadata = {
-                "model": name,
-                "n_items": net.n_items,
-                "max_len": net.max_len,
-                "input": INPUT,
-                "outputs": [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
-                "top_k": top_k,
-                "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
+                **bundle_metadata(name, net, top_k, parity, query_diff),
                 "trained_with": network_hparams(path),
                 "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},
                 "metrics": _metrics(evaluation, name, trained.get(name, {})),
-                "parity": parity.as_dict(),
             }
             write_bundle(build, metadata, items, customer_table(events, split.items, net.max_len))
         print(f"export {name}: {folder / MODEL_FILE} ({report[name]['onnx_bytes'] / 1e6:.1f} MB), parity max |diff| "

@@ -382,7 +382,7 @@ def score_command(
     version = source.latest()
     if version is None:
         raise MapwiseError(f"{source.description}: no such model version; run `dvc repro` first")
-    rec = Recommender(load_bundle(source.fetch(version)))
+    rec = Recommender(load_bundle(source.fetch(version)), params.serve.retrieval)
     chosen = segment_customers(params.profile.out, segment) if segment else sorted(rec.customers)
     p = params.score
     out = out or p.out

@@ -269,6 +269,21 @@ class PromoteParams(_Section):
     report: Path = Path("reports/promote.json")
 
 
+class RetrievalParams(_Section):
+    """`serve.retrieval`: how the recommender finds its top items.
+
+    exact scores the whole catalogue; ann asks an approximate nearest-neighbour index (faiss IVF, inner
+    product, built when the model loads) for `candidates` items and ranks those by their exact scores.
+    ann needs a dot-product model (GRU4Rec, Caser, SASRec); RepeatNet's mixture is always scored exactly.
+    """
+
+    method: Literal["auto", "exact", "ann"] = Field("auto", description="auto = ann from ann_min_items items up")
+    ann_min_items: int = Field(50_000, ge=1, description="auto: the catalogue size from which ann is used")
+    candidates: int = Field(200, ge=1, description="items the index returns, re-ranked by exact score")
+    nlist: int | None = Field(None, ge=1, description="index cells (k-means); null = 4 * sqrt(items)")
+    nprobe: int = Field(16, ge=1, description="cells searched per request: more = better recall, slower")
+
+
 class ServeParams(_Section):
     """`mapwise serve`: the HTTP service on onnxruntime."""
 
@@ -290,6 +305,7 @@ class ServeParams(_Section):
         "targeting models: 'propensity/<task>' (or just '<task>') and 'uplift' -> models:/<name>@<alias> or a bundle "
         "folder; null = every registered mapwise-propensity-<task> and mapwise-uplift with a champion alias"))
     max_explain_rows: int = Field(100, ge=1, description="most rows one targeting request may ask reasons for")
+    retrieval: RetrievalParams = RetrievalParams()
 
     @field_validator("targets")
     @classmethod

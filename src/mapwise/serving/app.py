@@ -45,10 +45,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mapwise.serving.bundle import load_bundle
 from mapwise.errors import MapwiseError, one_line
-from mapwise.params import Params, ServeParams, load_params
+from mapwise.params import Params, RetrievalParams, ServeParams, load_params
 from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
 from mapwise.serving.recommendations import Filters, Recommender
+from mapwise.serving.retrieval import query_scores
 from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel, propensity_model_name, uplift_model_name
 from mapwise.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
@@ -145,6 +146,7 @@ class Keeper:
 
     source: Source
     threads: int = 1
+    retrieval: RetrievalParams = field(default_factory=RetrievalParams)
     current: Loaded | None = None
     refused: dict[str, str] = field(default_factory=dict)
 
@@ -160,7 +162,7 @@ class Keeper:
         folder = self.source.fetch(version)
         try:
             bundle = load_bundle(folder, threads=self.threads)
-            recommender = Recommender(bundle)
+            recommender = Recommender(bundle, self.retrieval)
             smoke_check(recommender)
         except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
             log.warning("refused model version %s: %s", version, _first_line(err))  # the log may name paths
@@ -170,7 +172,8 @@ class Keeper:
         info = {
             "name": self.source.name, "source": self.source.description,
             "version": version, "model": meta.get("model"),
-            "n_items": bundle.n_items, "max_len": bundle.max_len, "lineage": meta.get("lineage", {}),
+            "n_items": bundle.n_items, "max_len": bundle.max_len, "retrieval": recommender.retrieval,
+            "lineage": meta.get("lineage", {}),
             "data_version": meta.get("lineage", {}).get("data_version"), "metrics": meta.get("metrics", {}),
             "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -396,6 +399,10 @@ def smoke_check(rec: Recommender) -> None:
     scores = rec.score([top])
     if scores.shape != (1, rec.n_items + 1) or not np.isfinite(scores[0, 1:]).all():
         raise MapwiseError(f"smoke check: scores of shape {scores.shape} (expected {(1, rec.n_items + 1)}, all finite)")
+    if rec.ann is not None:  # the query graph and item vectors must give the model's own scores
+        worst = float(np.abs(query_scores(rec.infer([top]), rec.ann.vectors)[0, 1:] - scores[0, 1:]).max())
+        if not worst <= 1e-3:
+            raise MapwiseError(f"smoke check: query . item vectors differ from the model's scores by {worst:.3g}")
     k = min(10, rec.n_items)
     for customer in (next(iter(rec.customers), None), None):
         answer = rec.recommend(customer, k)
@@ -711,7 +718,7 @@ class Batcher:
             for rec in {id(r): r for r, _, _ in chunk}.values():  # normally one model; two around a swap
                 mine = [(h, f) for r, h, f in chunk if r is rec]
                 try:
-                    scores = rec.score([h for h, _ in mine])
+                    scores = rec.infer([h for h, _ in mine])
                 except Exception as err:  # noqa: BLE001  (fails these requests with 500, not the worker)
                     for _, future in mine:
                         future.set_exception(err)
@@ -758,7 +765,7 @@ def build(params: Params, model: str | None = None, *, follow: bool = True) -> F
     key = KeyWatch(params.ingest.key_file)
     if key.get() is None:
         log.warning("not serving yet: %s", key.missing)
-    keeper = Keeper(source_from(params, model), threads=params.serve.threads)
+    keeper = Keeper(source_from(params, model), threads=params.serve.threads, retrieval=params.serve.retrieval)
     try:
         keeper.refresh()
     except Exception as err:  # noqa: BLE001  (registry not reachable yet: start unready, keep trying)

@@ -5,6 +5,8 @@
 - `items.parquet`: item_idx <-> item_id, with title, category, price and popularity (cold start, filters).
 - `customers.parquet`: per pseudonymous customer, the recent item indices (model input) and every
   item bought (repeat reasons, exclusion).
+- `query.onnx`, `item_vectors.npy` (dot-product models only, optional): the history's representation and
+  the items' embedding and bias, for approximate nearest-neighbour retrieval (see `retrieval`).
 
 The registry stores the same files as an MLflow ONNX model (the extras under `extra_files/`);
 `load_bundle` reads either layout.
@@ -24,6 +26,7 @@ import polars as pl
 from mapwise.atomic import write_json, write_parquet
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import session
+from mapwise.serving.retrieval import QUERY_FILE, VECTORS_FILE
 from mapwise.recommend.split import ITEM_IDX
 
 MODEL_FILE = "model.onnx"
@@ -31,6 +34,7 @@ METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"
 EXTRA_FILES = (METADATA_FILE, ITEMS_FILE, CUSTOMERS_FILE)
+OPTIONAL_FILES = (QUERY_FILE, VECTORS_FILE)  # both or neither
 RECENT_POPULARITY = "recent_popularity"
 RECENT = "recent"
 PURCHASED = "purchased"
@@ -44,15 +48,19 @@ def write_bundle(folder: Path, metadata: dict, items: pl.DataFrame, customers: p
 
 
 def bundle_files(folder: Path) -> dict[str, Path]:
-    """The bundle's files, whether laid out flat or as an MLflow model (extras under extra_files/)."""
+    """The bundle's files, whether laid out flat or as an MLflow model (extras under extra_files/); the optional
+    retrieval files only when present."""
     found = {}
-    for name in (MODEL_FILE, *EXTRA_FILES):
+    for name in (MODEL_FILE, *EXTRA_FILES, *OPTIONAL_FILES):
         for candidate in (folder / name, folder / "extra_files" / name):
             if candidate.is_file():
                 found[name] = candidate
                 break
         else:
-            raise MapwiseError(f"{folder}: not a model bundle (no {name})")
+            if name not in OPTIONAL_FILES:
+                raise MapwiseError(f"{folder}: not a model bundle (no {name})")
+    if len(found.keys() & set(OPTIONAL_FILES)) == 1:
+        raise MapwiseError(f"{folder}: {' and '.join(OPTIONAL_FILES)} come together; one is missing")
     return found
 
 
@@ -74,6 +82,8 @@ class Bundle:
     session: ort.InferenceSession
     items: pl.DataFrame
     customers: pl.DataFrame
+    query: ort.InferenceSession | None = None  # history -> representation (dot-product models)
+    item_vectors: np.ndarray | None = None  # [n_items + 1, D + 1]: embedding and bias
 
     @property
     def name(self) -> str:
@@ -96,6 +106,8 @@ def load_bundle(folder: Path, *, threads: int = 1) -> Bundle:
         sess = session(files[MODEL_FILE], threads=threads)
         items = pl.read_parquet(files[ITEMS_FILE])
         customers = pl.read_parquet(files[CUSTOMERS_FILE])
+        query = session(files[QUERY_FILE], threads=threads) if QUERY_FILE in files else None
+        vectors = np.load(files[VECTORS_FILE], allow_pickle=False) if VECTORS_FILE in files else None
     except (OSError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail,
             ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf) as err:
         raise MapwiseError(f"{folder}: cannot load the bundle ({str(err).splitlines()[0][:200]})") from None
@@ -103,4 +115,7 @@ def load_bundle(folder: Path, *, threads: int = 1) -> Bundle:
         items[ITEM_IDX].to_numpy(), np.arange(1, items.height + 1)
     ):
         raise MapwiseError(f"{folder}: {ITEMS_FILE} does not match the model's {metadata.get('n_items')} items")
-    return Bundle(folder, metadata, sess, items, customers)
+    if vectors is not None and (vectors.ndim != 2 or vectors.shape[0] != items.height + 1 or vectors.dtype != np.float32):
+        raise MapwiseError(f"{folder}: {VECTORS_FILE} of shape {vectors.shape} ({vectors.dtype}) does not match the "
+                           f"model's {items.height} items (expected [{items.height + 1}, D + 1] float32)")
+    return Bundle(folder, metadata, sess, items, customers, query, vectors)

@@ -10,6 +10,7 @@ INPUT = "history"
 SCORES = "scores"
 TOP_ITEMS = "top_items"
 TOP_SCORES = "top_scores"
+QUERY = "query"  # a dot-product model's representation of the history (query.onnx)
 
 
 def session(path: Path, *, threads: int = 1) -> ort.InferenceSession:

@@ -5,6 +5,11 @@ The graph takes `history` (int64 [batch, length], left-padded item indices) and 
 top-K is built in. Batch is always dynamic; length is dynamic (2..max_len) for the models that read
 any window length (GRU, SASRec) and fixed to max_len for Caser, whose convolutions read a fixed window.
 
+For dot-product models (score = representation . item embedding + item bias: GRU4Rec, Caser, SASRec)
+`export_query` also writes `query.onnx` (`history` -> `query`, float32 [batch, D]) and `item_vectors.npy`
+(float32 [n_items + 1, D + 1]: embedding and bias), so serving can retrieve candidates with an
+approximate nearest-neighbour index instead of scoring the whole catalogue (see `retrieval`).
+
 The GRU goes through the TorchScript exporter (native ONNX GRU op): with torch 2.13 the dynamo exporter
 fixes its length axis to the example's on every GRU export after the first in a process.
 """
@@ -23,8 +28,9 @@ import torch
 from torch import nn
 
 from mapwise.errors import MapwiseError
-from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES
+from mapwise.serving.inference import INPUT, QUERY, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.networks import Caser, GRU4Rec, SequenceRecommender
+from mapwise.serving.retrieval import QUERY_FILE, VECTORS_FILE, query_scores
 from mapwise.recommend.models.sequences import pad_left
 
 
@@ -43,6 +49,28 @@ class ScoringGraph(nn.Module):
         return scores, top_items, top_scores
 
 
+class QueryGraph(nn.Module):
+    """The representation a dot-product model scores items with: history [B, L] -> query [B, D]."""
+
+    def __init__(self, net: SequenceRecommender) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(history)
+
+
+def dot_product(net: SequenceRecommender) -> bool:
+    """Whether the network's scores are its representation . item embeddings + bias (not RepeatNet's mixture)."""
+    return type(net).forward is SequenceRecommender.forward
+
+
+def item_vectors(net: SequenceRecommender) -> np.ndarray:
+    """[n_items + 1, D + 1]: each item's embedding and bias (row 0 padding), so score = [query, 1] . vector."""
+    with torch.no_grad():
+        return torch.cat([net.items.weight, net.bias[:, None]], dim=1).float().numpy().copy()
+
+
 def dynamic_length(net: SequenceRecommender) -> bool:
     """Whether the network reads windows of any length up to max_len (Caser's layout is fixed)."""
     return not isinstance(net, Caser)
@@ -53,10 +81,33 @@ def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = Non
     net = net.eval()
     if top_k is not None and not 1 <= top_k <= net.n_items:
         raise MapwiseError(f"export.top_k: {top_k} must lie in 1..{net.n_items} (the catalogue)")
+    outputs = [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES]
+    _export(net, ScoringGraph(net, top_k), path, outputs)
+
+
+def export_query(net: SequenceRecommender, folder: Path, histories: list[np.ndarray], *, atol: float) -> float | None:
+    """For a dot-product network, write `query.onnx` and `item_vectors.npy` into `folder` and return the largest
+    |network score - query . vectors| on `histories` (a MapwiseError over `atol`); None (nothing written) otherwise."""
+    net = net.eval()
+    if not dot_product(net):
+        return None
+    _export(net, QueryGraph(net), folder / QUERY_FILE, [QUERY])
+    vectors = item_vectors(net)
+    np.save(folder / VECTORS_FILE, vectors)
+    windows = np.ascontiguousarray(pad_left(histories, net.max_len)[:256])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(windows)).numpy()[:, 1:]
+    got = query_scores(session(folder / QUERY_FILE).run([QUERY], {INPUT: windows})[0], vectors)[:, 1:]
+    worst = float(np.abs(expected - got).max()) if len(windows) else 0.0
+    if worst > atol:
+        raise MapwiseError(f"query graph parity failed: max |score diff| {worst:.3g} (allowed {atol:g})")
+    return worst
+
+
+def _export(net: SequenceRecommender, graph: nn.Module, path: Path, outputs: list[str]) -> None:
     # batch >= 2 and length >= 2 (and not max_len itself), or the exporter specialises those dims
     length = net.max_len - 1 if dynamic_length(net) and net.max_len > 2 else net.max_len
     example = torch.randint(1, net.n_items + 1, (3, length), dtype=torch.int64)
-    outputs = [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES]
     if isinstance(net, GRU4Rec):
         axes = {INPUT: {0: "batch", 1: "length"}, **{name: {0: "batch"} for name in outputs}}
         options = {"dynamic_axes": axes, "dynamo": False}
@@ -71,7 +122,7 @@ def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = Non
     exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed": noise here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ScoringGraph(net, top_k), (example,), str(path), input_names=[INPUT], output_names=outputs,
+        torch.onnx.export(graph.eval(), (example,), str(path), input_names=[INPUT], output_names=outputs,
                           verbose=False, **options)
     exporter_log.setLevel(level)
     check_dynamic_axes(path, length_dynamic=dynamic_length(net))

@@ -1,5 +1,8 @@
 """Recommendations from a bundle: model scores, business filters, exclusions, a reason per item, cold start.
 
+Top items are found by scoring the whole catalogue (exact) or, for large catalogues and dot-product
+models, by an approximate nearest-neighbour index re-ranked exactly (ann; `serve.retrieval`, `retrieval`).
+
 Shared by the HTTP service (one customer at a time) and batch scoring (many at once). Customers are
 looked up by pseudonym; callers pseudonymise raw ids first.
 """
@@ -14,7 +17,9 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.serving.bundle import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
-from mapwise.serving.inference import INPUT, SCORES
+from mapwise.params import RetrievalParams
+from mapwise.serving.inference import INPUT, QUERY, SCORES
+from mapwise.serving.retrieval import ANN, Index, choose, ranked
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.recommend.split import ITEM_IDX, POPULARITY
 
@@ -72,7 +77,7 @@ class Answer:
 class Recommender:
     """Ranks a bundle's catalogue for one customer or many."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, retrieval: RetrievalParams | None = None) -> None:
         self.bundle = bundle
         items = bundle.items.sort(ITEM_IDX)
         self.n_items, self.max_len = bundle.n_items, bundle.max_len
@@ -90,6 +95,10 @@ class Recommender:
             cu: (np.asarray(r, dtype=np.int64), np.asarray(p, dtype=np.int64))
             for cu, r, p in bundle.customers.select(c.CUSTOMER_ID, RECENT, PURCHASED).iter_rows()
         }
+        r = retrieval or RetrievalParams()
+        self.retrieval = choose(r.method, self.n_items, r.ann_min_items, bundle.query is not None)
+        self.ann = Index.build(bundle.item_vectors, candidates=r.candidates, nprobe=r.nprobe, nlist=r.nlist) if (
+            self.retrieval == ANN) else None
 
     # -- one customer ---------------------------------------------------------------------------
     def recommend(
@@ -99,7 +108,7 @@ class Recommender:
         """Top `k` for a customer (pseudonym; unknown or None = cold start), after filters and exclusions."""
         request = self.prepare(customer, k, recent_items=recent_items, exclude_purchased=exclude_purchased,
                                filters=filters)
-        return self.answer(request, self.score([request.history])[0] if request.needs_model else None)
+        return self.answer(request, self.infer([request.history])[0] if request.needs_model else None)
 
     def prepare(
         self, customer: str | None, k: int, *, recent_items: Sequence[str] = (), exclude_purchased: bool = False,
@@ -114,14 +123,14 @@ class Recommender:
                        len(recent_items) - len(session))
 
     def answer(self, request: Request, row: np.ndarray | None) -> Answer:
-        """Rank from the model's score row (None when there is no history: popularity), with reasons."""
+        """Rank from the model's output row (`infer`; None when there is no history: popularity), with reasons."""
         notes = [f"{request.unknown} of recent_items unknown to the model, ignored"] if request.unknown else []
         if row is None:
             top = self.popular[request.allowed[self.popular]][: request.k]
             scores = self.popularity[top]
             reasons, strategy = [POPULAR] * len(top), POPULAR
         else:
-            top, scores = _top(row, request.allowed, request.k)
+            top, scores = self.top(row, request.allowed, request.k)
             seen = {*request.purchased.tolist(), *request.session.tolist()}  # a set: np.isin costs more at this size
             reasons, strategy = [REPEAT if i in seen else MODEL for i in top.tolist()], MODEL
         if len(top) < request.k:  # k is clamped to what there is: never an error
@@ -153,6 +162,16 @@ class Recommender:
         """Model scores [n, n_items + 1] for item-index histories (oldest first; the last max_len are read)."""
         return self.bundle.session.run([SCORES], {INPUT: pad_left(histories, self.max_len)})[0]
 
+    def infer(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """What `top` ranks from, one row per history: the query vectors (ann) or the catalogue's scores (exact)."""
+        if self.ann is None:
+            return self.score(histories)
+        return self.bundle.query.run([QUERY], {INPUT: pad_left(histories, self.max_len)})[0]
+
+    def top(self, row: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best `k` allowed items for one row of `infer`, best first, with their scores."""
+        return _top(row, allowed, k) if self.ann is None else self.ann.top(row, allowed, k)
+
     def _describe(self, top: np.ndarray, scores: np.ndarray, reasons: list[str]) -> list[dict]:
         return [
             {"item_id": self.item_ids[i], "score": round(float(s), 6), "reason": r, "title": self.titles[i],
@@ -165,12 +184,12 @@ class Recommender:
         """Top `k` for known customers, one frame per chunk: customer_id, rank, item_id, score, reason."""
         for start in range(0, len(customers), CHUNK):
             chunk = customers[start : start + CHUNK]
-            scores = self.score([self.customers[cu][0] for cu in chunk])
+            scores = self.infer([self.customers[cu][0] for cu in chunk])
             rows = []
             for row, cu in enumerate(chunk):
                 purchased = self.customers[cu][1]
                 allowed = _excluding(self.everything, purchased if exclude_purchased else _NONE)
-                top, top_scores = _top(scores[row], allowed, k)
+                top, top_scores = self.top(scores[row], allowed, k)
                 repeat = np.isin(top, purchased)
                 rows.extend(
                     (cu, rank, self.item_ids[i], float(s), REPEAT if r else MODEL)
@@ -191,9 +210,4 @@ def _excluding(allowed: np.ndarray, items: np.ndarray) -> np.ndarray:
 def _top(row: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best `k` allowed indices of one score row, best first (fewer when fewer are allowed)."""
     candidates = np.flatnonzero(allowed)
-    if len(candidates) > k:
-        part = np.argpartition(-row[candidates], k - 1)[:k]
-        candidates = candidates[part]
-    order = np.argsort(-row[candidates], kind="stable")
-    top = candidates[order]
-    return top, row[top]
+    return ranked(candidates, row[candidates], k)
