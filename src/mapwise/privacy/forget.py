@@ -183,7 +183,7 @@ def _parquet_files(paths: Iterable[Path]) -> Iterator[Path]:
 def _holds(schema: pl.Schema, pseudonyms: set[str]) -> pl.Expr | None:
     """True for a row that names one of these customers in any text column (customer_id, a target's row_id,
     ...): a pseudonym is a keyed hash, so matching it anywhere means the row is about that customer."""
-    wanted = pl.Series(sorted(pseudonyms), dtype=pl.String)
+    wanted = sorted(pseudonyms)
     hits = [pl.col(name).cast(pl.String).is_in(wanted).fill_null(False)
             for name, dtype in schema.items() if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)]
     return pl.any_horizontal(hits) if hits else None
