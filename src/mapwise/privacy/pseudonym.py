@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 import polars as pl
@@ -49,22 +50,60 @@ def pseudonym(raw_id: str, key: bytes) -> str:
     return pseudonyms([raw_id], key)[0]
 
 
+def _keyed_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256's inner and outer hash states after the key block (RFC 2104): copies of these make the
+    HMAC of a message with two hash copies and no per-message HMAC object."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
 def pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
-    """The pseudonyms of many raw ids, reusing the keyed hash state (~3x faster than one HMAC each)."""
-    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    """The pseudonyms of many raw ids: HMAC-SHA256(key, id) from precomputed keyed states (~2x faster than
+    copying an hmac object, ~6x faster than one HMAC each; `hmac.new` gives the same digests)."""
+    inner, outer = _keyed_states(key)
+    copy_inner, copy_outer = inner.copy, outer.copy
     out = []
     for raw_id in raw_ids:
-        h = keyed.copy()
+        h = copy_inner()
         h.update(raw_id.encode())
-        out.append(h.hexdigest()[:PSEUDONYM_LENGTH])
+        o = copy_outer()
+        o.update(h.digest())
+        out.append(o.hexdigest()[:PSEUDONYM_LENGTH])
     return out
+
+
+_RAW, _PSEUDONYM = "raw", "pseudonym"
+
+
+class Pseudonymiser:
+    """Replaces ids by their pseudonyms, hashing each distinct id once and remembering it: the chunks of a
+    file and the files of a source share the work. What it remembers changes speed only, never a result."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.seconds = 0.0  # time spent, for profiles
+        self._known = pl.DataFrame(schema={_RAW: pl.String, _PSEUDONYM: pl.String})
+
+    def __call__(self, ids: pl.Series) -> pl.Series:
+        """Every id's pseudonym (nulls and blanks become null)."""
+        start = time.perf_counter()
+        text = ids.cast(pl.String)
+        distinct = text.drop_nulls().unique()
+        if self._known.height:
+            distinct = distinct.filter(~distinct.is_in(self._known[_RAW].implode()))
+        stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
+        keep = stripped != ""
+        if keep.any():
+            digests = pl.Series(_PSEUDONYM, pseudonyms(stripped.filter(keep).to_list(), self.key), dtype=pl.String)
+            self._known = pl.concat([self._known, pl.DataFrame([distinct.filter(keep).alias(_RAW), digests])])
+        joined = text.alias(_RAW).to_frame().join(self._known, on=_RAW, how="left", maintain_order="left")
+        self.seconds += time.perf_counter() - start
+        return joined[_PSEUDONYM].alias(ids.name)
 
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
     """Replace every id by its pseudonym (nulls and blanks become null); each distinct id is hashed once."""
-    text = ids.cast(pl.String)
-    distinct = text.drop_nulls().unique()
-    stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
-    keep = stripped != ""
-    digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), key), dtype=pl.String)
-    return text.replace_strict(distinct.filter(keep), digests, default=None, return_dtype=pl.String)
+    return Pseudonymiser(key)(ids)
