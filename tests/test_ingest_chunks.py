@@ -181,3 +181,14 @@ def test_chunk_mb_is_a_param():
     with pytest.raises(ValueError):
         IngestParams(raw_dir=Path("raw"), sources=["orders"], chunk_mb=0)
     assert MAX_RECORD_LINES > 1
+
+
+def test_a_hash_collision_between_ids_falls_back_to_the_ids_themselves():
+    """Rows find pseudonyms by a 64-bit hash of the id; one that would find another id's is caught."""
+    shared = Pseudonymiser(KEY)
+    ids = pl.Series("id", ["2", "1", None, " ", "3"])
+    shared(ids)
+    shared._known = shared._known.with_columns(  # as if "2" had collided with an id seen before
+        pl.when(pl.col("raw") == "2").then(pl.lit("another id")).otherwise(pl.col("raw")).alias("raw"))
+    assert shared(ids).to_list() == Pseudonymiser(KEY)(ids).to_list() == [*pseudonyms(["2", "1"], KEY), None, None,
+                                                                           *pseudonyms(["3"], KEY)]

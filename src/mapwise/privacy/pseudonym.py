@@ -75,33 +75,47 @@ def pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
     return out
 
 
-_RAW, _PSEUDONYM = "raw", "pseudonym"
+_HASH, _RAW, _PSEUDONYM = "hash", "raw", "pseudonym"
 
 
 class Pseudonymiser:
     """Replaces ids by their pseudonyms, hashing each distinct id once and remembering it: the chunks of a
-    file and the files of a source share the work. What it remembers changes speed only, never a result."""
+    file and the files of a source share the work. What it remembers changes speed only, never a result.
+
+    Rows find their id's pseudonym by a 64-bit hash of the id (a fast join), and every row is then checked
+    to have found its own id: a hash collision falls back to a join on the ids themselves.
+    """
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.seconds = 0.0  # time spent, for profiles
-        self._known = pl.DataFrame(schema={_RAW: pl.String, _PSEUDONYM: pl.String})
+        self._known = pl.DataFrame(schema={_HASH: pl.UInt64, _RAW: pl.String, _PSEUDONYM: pl.String})
 
     def __call__(self, ids: pl.Series) -> pl.Series:
         """Every id's pseudonym (nulls and blanks become null)."""
         start = time.perf_counter()
         text = ids.cast(pl.String)
-        distinct = text.drop_nulls().unique()
+        hashes = text.hash()
+        first = hashes.is_first_distinct() & text.is_not_null()
+        new = pl.DataFrame([hashes.filter(first).alias(_HASH), text.filter(first).alias(_RAW)])
         if self._known.height:
-            distinct = distinct.filter(~distinct.is_in(self._known[_RAW].implode()))
-        stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
-        keep = stripped != ""
-        if keep.any():
-            digests = pl.Series(_PSEUDONYM, pseudonyms(stripped.filter(keep).to_list(), self.key), dtype=pl.String)
-            self._known = pl.concat([self._known, pl.DataFrame([distinct.filter(keep).alias(_RAW), digests])])
-        joined = text.alias(_RAW).to_frame().join(self._known, on=_RAW, how="left", maintain_order="left")
+            new = new.filter(~pl.col(_HASH).is_in(self._known[_HASH].implode()))
+        if new.height:
+            self._known = pl.concat([self._known, new.with_columns(self._digests(new[_RAW]))])  # blanks kept, as null
+        joined = hashes.alias(_HASH).to_frame().join(self._known, on=_HASH, how="left", maintain_order="left")
+        if joined[_RAW].ne_missing(text).any():  # a hash collision: every distinct id hashed, joined on the ids
+            distinct = text.drop_nulls().unique()
+            table = pl.DataFrame([distinct.alias(_RAW), self._digests(distinct)])
+            joined = text.alias(_RAW).to_frame().join(table, on=_RAW, how="left", maintain_order="left")
         self.seconds += time.perf_counter() - start
         return joined[_PSEUDONYM].alias(ids.name)
+
+    def _digests(self, raw: pl.Series) -> pl.Series:
+        """The pseudonym of each of these distinct ids; null for a blank one."""
+        stripped = raw.str.strip_chars()  # " 42" and "42" are one customer
+        keep = stripped != ""
+        digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), self.key), dtype=pl.String)
+        return pl.Series(_PSEUDONYM, [None] * raw.len(), dtype=pl.String).scatter(keep.arg_true(), digests)
 
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:

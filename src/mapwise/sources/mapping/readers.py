@@ -45,6 +45,7 @@ _PREVIEW = 80  # characters of an offending value kept in the quarantine
 _BOM = b"\xef\xbb\xbf"
 _FIRST_BLANK = re.compile(rb"[ \t]*\r?(?:\n|\Z)")
 _BLANK = re.compile(rb"\n[ \t]*\r?(?:\n|\Z)")
+_TEXT = re.compile(rb"[^ \t\r\n\x0b\x0c]")  # a byte that bytes.strip() keeps
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\n|\r|\Z)")
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes invalid in the encoding, kept by surrogateescape
 MAX_RECORD_LINES = 1000  # a quoted field may span lines; one still open after this many was never closed
@@ -140,9 +141,9 @@ def _blocks(path: Path, compression: str, max_bytes: int, size: int) -> Iterator
         raise MapwiseError(f"{path}: cannot decompress as {kind} (truncated or corrupt: {preview(str(err))})") from None
 
 
-def _line_count(data: bytes) -> int:
-    """Lines as the exact reader counts them (\r\n, \n and a lone \r each end one), for whole lines."""
-    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+def _line_count(data: bytes, start: int, end: int) -> int:
+    """Lines in data[start:end] as the exact reader counts them (\r\n, \n and a lone \r each end one), for whole lines."""
+    return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
 
 
 def _splittable(spec: ReadSpec) -> bool:
@@ -161,24 +162,26 @@ class Chunk:
     offset: int
 
 
-def _clean_cut(body: bytes, spec: ReadSpec) -> int:
-    """Where (a byte offset just after a line break) `body` can end a chunk with no record running on past
-    it, or 0 where it cannot yet. A quoted record spans at most MAX_RECORD_LINES lines, so it is enough that
-    each of the last MAX_RECORD_LINES lines before the cut holds no quote or is a whole record on its own."""
-    cut = body.rfind(b"\n") + 1
+def _clean_cut(data: bytes, begin: int, end: int, spec: ReadSpec) -> int:
+    """Where (a byte offset just after a line break, in (begin, end]) a chunk that starts at `begin` can end
+    with no record running on past it, or 0 where it cannot yet. A quoted record spans at most
+    MAX_RECORD_LINES lines, so it is enough that each of the last MAX_RECORD_LINES lines before the cut
+    holds no quote or is a whole record on its own."""
+    cut = data.rfind(b"\n", begin, end) + 1
+    if cut <= begin:
+        return 0
     if spec.format == "whitespace" or not spec.quote:
         return cut
     quote = spec.quote.encode()
-    while cut > 0:
+    while cut > begin:
         start = cut
         for _ in range(MAX_RECORD_LINES):
-            start = body.rfind(b"\n", 0, max(start - 1, 0)) + 1
-            if start == 0:
+            start = max(data.rfind(b"\n", begin, max(start - 1, begin)) + 1, begin)
+            if start == begin:
                 break  # the chunk's first line: records start afresh there
-        window = body[start:cut]
-        if quote not in window:
+        if data.find(quote, start, cut) < 0:
             return cut
-        lines = _LINES.findall(window.decode("utf-8", "surrogateescape"))
+        lines = _LINES.findall(data[start:cut].decode("utf-8", "surrogateescape"))
         whole = [spec.quote not in line or _parse(line, spec) is not None for line in lines if line]
         if all(whole):
             return cut
@@ -212,15 +215,16 @@ def chunks(path: Path, spec: ReadSpec, max_bytes: int, chunk_bytes: int) -> Iter
                 yield Chunk(buffer + b"".join(blocks), 0)  # header lines the chunks could not repeat as they are
                 return
         while len(buffer) - (head := len(header) if first else 0) >= max(chunk_bytes, retry):
-            cut = _clean_cut(buffer[head:head + chunk_bytes], spec) or _clean_cut(buffer[head:], spec)
+            cut = (_clean_cut(buffer, head, head + chunk_bytes, spec)
+                   or _clean_cut(buffer, head, len(buffer), spec))
             if cut == 0:
                 retry = 2 * (len(buffer) - head)  # no safe place yet: the chunk grows (try again at twice the size)
                 break
             retry = 0
-            body, buffer = buffer[head:head + cut], buffer[head + cut:]
-            if first or body.strip():  # a chunk of blank lines holds no record
-                yield Chunk(header + body, offset)
-            offset, first = offset + _line_count(body), False
+            if first or _TEXT.search(buffer, head, cut):  # a chunk of blank lines holds no record
+                yield Chunk(buffer[:cut] if first else header + buffer[:cut], offset)
+            offset, first = offset + _line_count(buffer, head, cut), False
+            buffer = buffer[cut:]
     buffer += b"".join(pending)
     if first:
         yield Chunk(buffer, 0)
