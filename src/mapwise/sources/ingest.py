@@ -127,11 +127,15 @@ def _deduplicate(
     checks = [] if keep_identical else [(content, DUPLICATE_ROW)]
     checks += [([contract.key], "duplicate id")] if ids_mapped else []
     for cols, reason in checks:
-        if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
-            continue  # cheap hashed check first: distinct hashes mean distinct rows
+        if frame.height == 0:
+            continue
+        suspects = _row_hashes(frame, cols).is_duplicated()  # a unique hash is a unique row: only the rest compared
+        if not suspects.any():
+            continue
         first = pl.concat_str([pl.lit("first at "), pl.col(FILE_COLUMN), pl.lit(":"), pl.col(LINE_COLUMN)])
-        marked = frame.with_columns(
-            pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of")
+        marked = frame.filter(suspects).with_columns(
+            pl.Series("__row", suspects.arg_true(), dtype=pl.Int64),
+            pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of"),
         )
         repeats = marked.filter(~pl.col("__first"))
         if repeats.height:
@@ -145,7 +149,8 @@ def _deduplicate(
                     pl.col("__of").alias(c.Q_VALUE),
                 )
             )
-        frame = marked.filter(pl.col("__first")).drop("__first", "__of")
+            keep = ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(repeats["__row"].implode())
+            frame = frame.filter(keep)
     return frame, pl.concat(rejected) if rejected else _empty_quarantine()
 
 

@@ -143,7 +143,10 @@ def _blocks(path: Path, compression: str, max_bytes: int, size: int) -> Iterator
 
 def _line_count(data: bytes, start: int, end: int) -> int:
     """Lines in data[start:end] as the exact reader counts them (\r\n, \n and a lone \r each end one), for whole lines."""
-    return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
+    lines = data.count(b"\n", start, end)
+    if data.find(b"\r", start, end) < 0:
+        return lines
+    return lines + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
 
 
 def _splittable(spec: ReadSpec) -> bool:
@@ -206,7 +209,7 @@ def chunks(path: Path, spec: ReadSpec, max_bytes: int, chunk_bytes: int) -> Iter
         waiting += len(block)
         if header is not None and len(buffer) + waiting < max(chunk_bytes, retry) + (len(header) if first else 0):
             continue
-        buffer, pending, waiting = buffer + b"".join(pending), [], 0
+        buffer, pending, waiting = b"".join([buffer, *pending]), [], 0
         if header is None:
             header = _header(buffer, spec)
             if header is None:
@@ -222,7 +225,7 @@ def chunks(path: Path, spec: ReadSpec, max_bytes: int, chunk_bytes: int) -> Iter
                 break
             retry = 0
             if first or _TEXT.search(buffer, head, cut):  # a chunk of blank lines holds no record
-                yield Chunk(buffer[:cut] if first else header + buffer[:cut], offset)
+                yield Chunk(b"".join([b"" if first else header, memoryview(buffer)[:cut]]), offset)
             offset, first = offset + _line_count(buffer, head, cut), False
             buffer = buffer[cut:]
     buffer += b"".join(pending)
