@@ -400,6 +400,7 @@ def ingest(
         for table in accepted:
             parts[table].append(accepted[table])
             bad_parts[table].append(quarantined[table])
+    start = time.perf_counter()
     tables, quarantine, tables_report = {}, {}, {}
     for name, contract in contracts.items():
         frame = _conform([p.drop(LINE_COLUMN, FILE_COLUMN, strict=False) for p in parts[name]], contract)
@@ -418,6 +419,8 @@ def ingest(
             "quarantined": bad.height,
             "forgotten": sum(sources_report[source]["tables"][name]["forgotten"] for source in sources),
         }
+    if timings is not None:
+        timings["combine"] = timings.get("combine", 0) + time.perf_counter() - start
     report = {"timestamps": [limits.earliest.isoformat(timespec="seconds"), limits.latest.isoformat(timespec="seconds")],
               "sources": sources_report,
               "tables": tables_report}

@@ -334,11 +334,48 @@ def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
     if not counts["quoted"]:
         # polars pads a short row (a blank line too) silently: every row must have exactly `expected` separators
         return _fast_table(frame, header) if counts["separators"] == frame.height * expected else None
-    return _fast_table(frame, header) if _quoted_rows_regular(data, spec, header, expected) else None
+    regular = _quoted_rows_regular(data, spec, header, expected, counts["separators"], counts["lines"] - header)
+    return _fast_table(frame, header) if regular else None
 
 
-def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int) -> bool:
-    """Every data line has `expected` separators outside quotes (checked exactly where quoted)."""
+_FEW_QUOTED = 50_000  # quote characters up to which quoted lines are found one by one
+
+
+def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int, separators: int, lines: int) -> bool:
+    """Every data line has `expected` separators outside quotes (checked exactly where quoted).
+
+    `separators` and `lines` count the data lines' separators and lines. polars refuses a line with too
+    many fields, so beside the lines holding a quote (found one by one while few) a total suffices.
+    """
+    quote, sep = spec.quote.encode(), spec.separator.encode()
+    head_end = 0
+    for _ in range(header):
+        head_end = data.find(b"\n", head_end) + 1
+    if data.count(quote, head_end) > _FEW_QUOTED:
+        return _lines_regular(data, spec, header, expected)
+    quoted: list[bytes] = []
+    at = data.find(quote, head_end)
+    while at >= 0:
+        start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+        end = len(data) if end < 0 else end + 1
+        quoted.append(data[start:end])
+        at = data.find(quote, end)
+    inside = sum(line.count(sep) for line in quoted)
+    if separators - inside != expected * (lines - len(quoted)):
+        return False
+    odd = [line.decode("utf-8", "surrogateescape").rstrip("\r\n") for line in quoted if line.count(sep) != expected]
+    return all(_quoted_line_regular(text, spec, expected) for text in odd)
+
+
+def _quoted_line_regular(text: str | None, spec: ReadSpec, expected: int) -> bool:
+    if text is None or spec.quote not in text:
+        return False
+    fields = next(csv.reader([text], delimiter=spec.separator, quotechar=spec.quote), [])
+    return len(fields) == expected + 1 and not text.count(spec.quote) % 2
+
+
+def _lines_regular(data: bytes, spec: ReadSpec, header: int, expected: int) -> bool:
+    """`_quoted_rows_regular` for files quoted throughout: every line read by polars and counted."""
     if b"\x1f" in data:
         return False
     lines = pl.read_csv(
@@ -353,13 +390,7 @@ def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int
     )["l"]
     counts = lines.str.count_matches(spec.separator, literal=True)
     odd = lines.filter((counts != expected).fill_null(True))
-    for text in odd.to_list():
-        if text is None or spec.quote not in text:
-            return False
-        fields = next(csv.reader([text], delimiter=spec.separator, quotechar=spec.quote), [])
-        if len(fields) != expected + 1 or text.count(spec.quote) % 2:
-            return False
-    return True
+    return all(_quoted_line_regular(text, spec, expected) for text in odd.to_list())
 
 
 def _fast_table(frame: pl.DataFrame, header: int) -> RawTable:
