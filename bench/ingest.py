@@ -142,8 +142,10 @@ def _peak_child(what: str, file: str, chunk_mb: float) -> None:
         for table, data in result.tables.items():
             data.write_parquet(out / f"{table}.parquet", **PARQUET_OPTIONS)
         rows = result.report["sources"][mapping.name]["rows_read"]
+        held = sum(frame.estimated_size() for frame in [*result.tables.values(), *result.quarantine.values()])
     seconds = time.perf_counter() - start
-    print(json.dumps({"rows": rows, "peak_rss_mib": round(_peak_rss_kib() / 1024), "seconds": round(seconds, 2)}))
+    print(json.dumps({"rows": rows, "peak_rss_mib": round(_peak_rss_kib() / 1024), "seconds": round(seconds, 2),
+                      "result_tables_mib": round(held / 2**20) if what != "bare" else None}))
 
 
 def _peak_rss_kib() -> int:
@@ -154,20 +156,31 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def peak_memory(sizes: list[int], chunk_mb: float) -> list[dict]:
-    """Peak RSS per file size, each run in a fresh process (ingest + write, and a bare read)."""
+WHOLE_MB = 1e6  # a chunk_mb no file reaches: the file read whole, as before chunks
+
+
+def _child(what: str, file: Path, chunk_mb: float) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--peak-child", what, str(file), str(chunk_mb)],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_memory(sizes: list[int], whole_sizes: list[int], chunk_mb: float) -> list[dict]:
+    """Peak RSS per file size, each run in a fresh process: ingest + write in chunks, a bare read, and for
+    `whole_sizes` ingest + write with the file read whole."""
     results = []
     for rows in sizes:
         file = synthetic(rows, DATA / "sizes" / str(rows))
         entry = {"rows": rows, "file_mb": round(file.stat().st_size / 1e6, 1), "chunk_mb": chunk_mb}
-        for what in ("ingest", "bare"):
-            done = subprocess.run([sys.executable, __file__, "--peak-child", what, str(file), str(chunk_mb)],
-                                  check=True, capture_output=True, text=True)
-            child = json.loads(done.stdout.strip().splitlines()[-1])
-            entry[f"{what}_peak_rss_mib"] = child["peak_rss_mib"]
-            entry[f"{what}_s"] = child["seconds"]
-        print(f"{rows:,} rows: peak RSS ingest+write {entry['ingest_peak_rss_mib']} MiB, "
-              f"bare read {entry['bare_peak_rss_mib']} MiB", flush=True)
+        runs = [("ingest", "ingest", chunk_mb), ("bare", "bare", chunk_mb)]
+        runs += [("ingest_whole_file", "ingest", WHOLE_MB)] if rows in whole_sizes else []
+        for name, what, mb in runs:
+            child = _child(what, file, mb)
+            entry[f"{name}_peak_rss_mib"] = child["peak_rss_mib"]
+            entry[f"{name}_s"] = child["seconds"]
+            if child["result_tables_mib"] is not None:
+                entry[f"{name}_result_tables_mib"] = child["result_tables_mib"]
+        print(f"{rows:,} rows: peak RSS {', '.join(f'{k} {v}' for k, v in entry.items() if 'rss' in k)} MiB", flush=True)
         results.append(entry)
     return results
 
@@ -180,6 +193,8 @@ def main() -> None:
                         help="ingest.chunk_mb (default %(default)s)")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000, 30_000_000],
                         help="synthetic file sizes (rows) whose peak RSS is measured; none to skip")
+    parser.add_argument("--memory-whole-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
+                        help="of those, the sizes also measured with the file read whole (no chunks)")
     parser.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_child:
@@ -204,7 +219,7 @@ def main() -> None:
                     "load_average_at_start": [round(x, 1) for x in os.getloadavg()]},
         "target": {"rows_per_s": 1_000_000, "max_ratio_to_bare_read": 3.0},
         "results": results,
-        "peak_memory": peak_memory(args.memory_sizes, args.chunk_mb),
+        "peak_memory": peak_memory(args.memory_sizes, args.memory_whole_sizes, args.chunk_mb),
     }
     out = ROOT / "bench" / "results" / "ingest.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -225,8 +225,9 @@ def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
 class Partition:
     """One partition of a source (a file, or a chunk of one) mapped and row-checked, independently of every
     other: per table the rows the contract accepts (still to be deduplicated against the other partitions)
-    and the rows quarantined, the rows it read and the records that could not be parsed. Partitions of one
-    source merge in any grouping (`merge_partitions`); `seconds` times each step."""
+    and the rows quarantined, the rows it read and the records that could not be parsed. Partitions can be
+    made anywhere (a worker per chunk); `merge_partitions` takes them in file and line order, which is what
+    makes a repeated row's first occurrence the one kept. `seconds` times each step."""
 
     candidates: dict[str, pl.DataFrame]
     quarantined: dict[str, pl.DataFrame]
@@ -347,7 +348,7 @@ def ingest_source(
     report = {"files": files_report, "rows_read": sum(part.rows_read for part in parts), "broken": unparsed.height,
               "broken_reasons": _reason_counts(unparsed), "tables": tables_report}
     if timings is not None:  # never in the report: reports of identical inputs are identical
-        clock.seconds["map"] -= pseudonymise.seconds
+        clock.seconds["map"] = clock.seconds.get("map", 0.0) - pseudonymise.seconds
         clock.add({"pseudonymise": pseudonymise.seconds, "chunks": len(parts)})
         for step, spent in clock.seconds.items():
             timings[step] = timings.get(step, 0) + spent

@@ -167,10 +167,11 @@ def _trimmed(frame: pl.DataFrame, mapping: Mapping, needed: list[str]) -> pl.Dat
     if not text:
         return frame
     if mapping.read.format not in ("parquet", "jsonl"):
-        padded = [pl.col(col).str.starts_with(ch) | pl.col(col).str.ends_with(ch) for col in text for ch in _SPACE]
-        flags = frame.select(pl.any_horizontal(padded[i:i + len(_SPACE)]).any().alias(col)
-                             for i, col in zip(range(0, len(padded), len(_SPACE)), text, strict=True))
-        text = [col for col in text if flags[col][0]]
+        padded = frame.select(
+            pl.any_horizontal([pl.col(col).str.starts_with(ch) | pl.col(col).str.ends_with(ch) for ch in _SPACE])
+            .any().alias(col) for col in text
+        )
+        text = [col for col in text if padded[col][0]]
     nulls = mapping.read.null_values
     stripped = {col: pl.col(col).str.strip_chars(_SPACE) for col in text}
     return frame.with_columns(pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(col) for col, v in stripped.items())
