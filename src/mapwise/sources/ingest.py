@@ -114,10 +114,22 @@ def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
     return frame.select(pl.reduce(lambda a, b: a ^ b, [pl.col(c).hash(seed=i) for i, c in enumerate(cols)])).to_series()
 
 
+def _without_rows(frames: list[pl.DataFrame], rows: pl.Series) -> list[pl.DataFrame]:
+    """`frames` (read as one) without the rows at positions `rows`: only the frames that lose a row are copied."""
+    out, start = [], 0
+    for frame in frames:
+        end = start + frame.height
+        local = rows.filter((rows >= start) & (rows < end)) - start
+        out.append(frame.filter(~pl.int_range(pl.len(), dtype=pl.Int64).is_in(local.implode())) if local.len() else frame)
+        start = end
+    return out
+
+
 def _deduplicate(
-    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool, keep_identical: bool = False
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence.
+    frames: list[pl.DataFrame], contract: Contract, source: str, *, ids_mapped: bool, keep_identical: bool = False
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Fact rows (the partitions' frames, in order): a repeated record, or a repeated id, is quarantined after
+    its first occurrence.
 
     Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked. `keep_identical`
     (the table's `duplicates: keep`) keeps repeated records: they are distinct events.
@@ -127,6 +139,7 @@ def _deduplicate(
     checks = [] if keep_identical else [(content, DUPLICATE_ROW)]
     checks += [([contract.key], "duplicate id")] if ids_mapped else []
     for cols, reason in checks:
+        frame = pl.concat(frames)  # no copy: the partitions' columns, read as one
         if frame.height == 0:
             continue
         suspects = _row_hashes(frame, cols).is_duplicated()  # a unique hash is a unique row: only the rest compared
@@ -149,9 +162,8 @@ def _deduplicate(
                     pl.col("__of").alias(c.Q_VALUE),
                 )
             )
-            keep = ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(repeats["__row"].implode())
-            frame = frame.filter(keep)
-    return frame, pl.concat(rejected) if rejected else _empty_quarantine()
+            frames = _without_rows(frames, repeats["__row"])
+    return frames, pl.concat(rejected) if rejected else _empty_quarantine()
 
 
 def validate_rows(
@@ -262,17 +274,21 @@ def merge_partitions(
     accepted, quarantined, tables_report = {}, {}, {}
     for table in mapping.tables:
         contract = mapping.contract(table)
-        frame = pl.concat([part.candidates[table] for part in parts]) if parts else contract.empty()
+        frames = [part.candidates[table] for part in parts]  # filtered frame by frame: a copy costs one chunk
         bad = [part.quarantined[table] for part in parts]
         if contract.kind == "fact" and parts:
             ids_mapped = contract.key in mapping.tables[table].columns
             keep = mapping.tables[table].duplicates == "keep"
-            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped, keep_identical=keep)
+            frames, dups = _deduplicate(frames, contract, mapping.name, ids_mapped=ids_mapped, keep_identical=keep)
             bad.append(dups)
         bad_rows = pl.concat(bad) if bad else _empty_quarantine()
-        kept = frame.filter(~pl.col(c.CUSTOMER_ID).is_in(list(forgotten))) if forgotten and c.CUSTOMER_ID in frame.columns \
-            else frame
-        left_out, frame = frame.height - kept.height, kept
+        before = sum(f.height for f in frames)
+        if forgotten and c.CUSTOMER_ID in contract.dtypes:
+            gone = pl.Series(list(forgotten), dtype=pl.String).implode()
+            drops = [f[c.CUSTOMER_ID].is_in(gone).fill_null(True).any() for f in frames]  # as the filter does
+            frames = [f.filter(~pl.col(c.CUSTOMER_ID).is_in(gone)) if drop else f for f, drop in zip(frames, drops, strict=True)]
+        frame = pl.concat(frames) if frames else contract.empty()
+        left_out = before - frame.height
         if frame.height + bad_rows.height + left_out != rows_read:
             raise MapwiseError(
                 f"internal error: {mapping.name} -> {table}: {frame.height} accepted + "
@@ -399,12 +415,13 @@ def ingest(
         accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten, timings)
         sources_report[mapping.name] = report
         for table in accepted:
-            parts[table].append(accepted[table])
+            parts[table].append(accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False))
             bad_parts[table].append(quarantined[table])
+        del accepted  # the partitions' line and file columns go with it
     start = time.perf_counter()
     tables, quarantine, tables_report = {}, {}, {}
     for name, contract in contracts.items():
-        frame = _conform([p.drop(LINE_COLUMN, FILE_COLUMN, strict=False) for p in parts[name]], contract)
+        frame = _conform(parts[name], contract)
         sources = [m.name for m in mappings if name in m.tables]
         if contract.kind == "dimension":
             tables[name] = contract.schema.validate(_merge_dimension(frame, contract))
