@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise.atomic import replacing_folder
-from mapwise.sources.ingest import Limits, ingest
+from mapwise.sources.ingest import PARQUET_OPTIONS, Limits, ingest
 from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import Params
 from mapwise.privacy.forget import forgotten
@@ -20,7 +20,7 @@ from pipelines._stage import run, write_json
 
 def _write_tables(folder: Path, frames: dict[str, pl.DataFrame]) -> None:
     for name, frame in frames.items():
-        frame.write_parquet(folder / f"{name}.parquet")
+        frame.write_parquet(folder / f"{name}.parquet", **PARQUET_OPTIONS)
 
 
 def stage(params: Params) -> None:

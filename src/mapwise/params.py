@@ -31,6 +31,8 @@ class IngestParams(_Section):
     key_file: Path = Field(Path(".mapwise/hmac.key"), description="used when $MAPWISE_HMAC_KEY is unset")
     max_file_mb: float = Field(2048, gt=0, description="largest raw file once decompressed, in MiB: a bound on memory "
                                                          "and against decompression bombs")
+    chunk_mb: float = Field(64, gt=0, description="delimited files are read (and decompressed) this many MiB at a "
+                            "time, each chunk an independent partition: a bound on memory that changes no result")
     future_tolerance_days: float = Field(1, ge=0, description="timestamps later than the time of ingestion plus this "
                                                                "are quarantined")
     min_timestamp: datetime = Field(datetime(1900, 1, 1, tzinfo=UTC), description="earlier timestamps are quarantined "

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 import polars as pl
@@ -49,22 +50,74 @@ def pseudonym(raw_id: str, key: bytes) -> str:
     return pseudonyms([raw_id], key)[0]
 
 
+def _keyed_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256's inner and outer hash states after the key block (RFC 2104): copies of these make the
+    HMAC of a message with two hash copies and no per-message HMAC object."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
 def pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
-    """The pseudonyms of many raw ids, reusing the keyed hash state (~3x faster than one HMAC each)."""
-    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    """The pseudonyms of many raw ids: HMAC-SHA256(key, id) from precomputed keyed states (~2x faster than
+    copying an hmac object, ~6x faster than one HMAC each; `hmac.new` gives the same digests)."""
+    inner, outer = _keyed_states(key)
+    copy_inner, copy_outer = inner.copy, outer.copy
     out = []
     for raw_id in raw_ids:
-        h = keyed.copy()
+        h = copy_inner()
         h.update(raw_id.encode())
-        out.append(h.hexdigest()[:PSEUDONYM_LENGTH])
+        o = copy_outer()
+        o.update(h.digest())
+        out.append(o.hexdigest()[:PSEUDONYM_LENGTH])
     return out
+
+
+_HASH, _RAW, _PSEUDONYM = "hash", "raw", "pseudonym"
+
+
+class Pseudonymiser:
+    """Replaces ids by their pseudonyms, hashing each distinct id once and remembering it: the chunks of a
+    file and the files of a source share the work. What it remembers changes speed only, never a result.
+
+    Rows find their id's pseudonym by a 64-bit hash of the id (a fast join), and every row is then checked
+    to have found its own id: a hash collision falls back to a join on the ids themselves.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.seconds = 0.0  # time spent, for profiles
+        self._known = pl.DataFrame(schema={_HASH: pl.UInt64, _RAW: pl.String, _PSEUDONYM: pl.String})
+
+    def __call__(self, ids: pl.Series) -> pl.Series:
+        """Every id's pseudonym (nulls and blanks become null)."""
+        start = time.perf_counter()
+        text = ids.cast(pl.String)
+        hashes = text.hash()
+        first = hashes.is_first_distinct() & text.is_not_null()
+        new = pl.DataFrame([hashes.filter(first).alias(_HASH), text.filter(first).alias(_RAW)])
+        if self._known.height:
+            new = new.filter(~pl.col(_HASH).is_in(self._known[_HASH].implode()))
+        if new.height:
+            self._known = pl.concat([self._known, new.with_columns(self._digests(new[_RAW]))])  # blanks kept, as null
+        joined = hashes.alias(_HASH).to_frame().join(self._known, on=_HASH, how="left", maintain_order="left")
+        if joined[_RAW].ne_missing(text).any():  # a hash collision: every distinct id hashed, joined on the ids
+            distinct = text.drop_nulls().unique()
+            table = pl.DataFrame([distinct.alias(_RAW), self._digests(distinct)])
+            joined = text.alias(_RAW).to_frame().join(table, on=_RAW, how="left", maintain_order="left")
+        self.seconds += time.perf_counter() - start
+        return joined[_PSEUDONYM].alias(ids.name)
+
+    def _digests(self, raw: pl.Series) -> pl.Series:
+        """The pseudonym of each of these distinct ids; null for a blank one."""
+        stripped = raw.str.strip_chars()  # " 42" and "42" are one customer
+        keep = stripped != ""
+        digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), self.key), dtype=pl.String)
+        return pl.Series(_PSEUDONYM, [None] * raw.len(), dtype=pl.String).scatter(keep.arg_true(), digests)
 
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
     """Replace every id by its pseudonym (nulls and blanks become null); each distinct id is hashed once."""
-    text = ids.cast(pl.String)
-    distinct = text.drop_nulls().unique()
-    stripped = distinct.str.strip_chars()  # " 42" and "42" are one customer
-    keep = stripped != ""
-    digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), key), dtype=pl.String)
-    return text.replace_strict(distinct.filter(keep), digests, default=None, return_dtype=pl.String)
+    return Pseudonymiser(key)(ids)

@@ -7,6 +7,7 @@ already read (same sha256) is skipped and reported, not counted twice.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +20,17 @@ from mapwise.sources.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTI
 from mapwise.errors import MapwiseError
 from mapwise.sources.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.sources.mapping.readers import load, preview_expr, read_raw
+from mapwise.sources.mapping.readers import RawTable, chunks, digest_of, preview_expr, read_raw, shifted
 from mapwise.sources.mapping.spec import Mapping
 from mapwise.params import IngestParams
+from mapwise.privacy.pseudonym import Pseudonymiser
 from mapwise.progress import steps
 
 
 DUPLICATE_ROW = "duplicate row"
+# How canonical and quarantine tables are written: zstd at its fastest level (most of the time goes to
+# encoding, not compressing), row groups of 1M rows (fewer dictionaries: ~1/3 smaller files than 256k rows).
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "row_group_size": 1 << 20}
 FUTURE = "later than the time of ingestion + ingest.future_tolerance_days"
 PAST = "earlier than ingest.min_timestamp"
 
@@ -33,19 +38,22 @@ PAST = "earlier than ingest.min_timestamp"
 @dataclass(frozen=True)
 class Limits:
     """What ingest refuses: files over `max_bytes` once decompressed, links out of the folders read
-    (except into `trusted` ones), and timestamps outside [earliest, latest]."""
+    (except into `trusted` ones), and timestamps outside [earliest, latest]; and how much of a file it
+    reads at once (`chunk_bytes` of decompressed text: a bound on memory that changes no result)."""
 
     max_bytes: int
     earliest: datetime
     latest: datetime
     trusted: tuple[Path, ...] = ()
+    chunk_bytes: int = 64 * 2**20
 
     @classmethod
     def of(cls, p: IngestParams | None = None, now: datetime | None = None) -> Limits:
         """The limits params set (their defaults without params), as of `now` (default: the present)."""
         p = p or IngestParams.model_construct()  # the defaults; no raw_dir or sources needed for these
         latest = (now or datetime.now(UTC)) + timedelta(days=p.future_tolerance_days)
-        return cls(int(p.max_file_mb * 2**20), p.min_timestamp, latest, tuple(p.trusted_dirs))
+        return cls(int(p.max_file_mb * 2**20), p.min_timestamp, latest, tuple(p.trusted_dirs),
+                   max(1, int(p.chunk_mb * 2**20)))
 
 
 @dataclass
@@ -106,10 +114,22 @@ def _row_hashes(frame: pl.DataFrame, cols: list[str]) -> pl.Series:
     return frame.select(pl.reduce(lambda a, b: a ^ b, [pl.col(c).hash(seed=i) for i, c in enumerate(cols)])).to_series()
 
 
+def _without_rows(frames: list[pl.DataFrame], rows: pl.Series) -> list[pl.DataFrame]:
+    """`frames` (read as one) without the rows at positions `rows`: only the frames that lose a row are copied."""
+    out, start = [], 0
+    for frame in frames:
+        end = start + frame.height
+        local = rows.filter((rows >= start) & (rows < end)) - start
+        out.append(frame.filter(~pl.int_range(pl.len(), dtype=pl.Int64).is_in(local.implode())) if local.len() else frame)
+        start = end
+    return out
+
+
 def _deduplicate(
-    frame: pl.DataFrame, contract: Contract, source: str, *, ids_mapped: bool, keep_identical: bool = False
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Fact rows: a repeated record, or a repeated id, is quarantined after its first occurrence.
+    frames: list[pl.DataFrame], contract: Contract, source: str, *, ids_mapped: bool, keep_identical: bool = False
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Fact rows (the partitions' frames, in order): a repeated record, or a repeated id, is quarantined after
+    its first occurrence.
 
     Ids ingest generates (source, file, line) cannot repeat; only mapped ids are checked. `keep_identical`
     (the table's `duplicates: keep`) keeps repeated records: they are distinct events.
@@ -119,11 +139,16 @@ def _deduplicate(
     checks = [] if keep_identical else [(content, DUPLICATE_ROW)]
     checks += [([contract.key], "duplicate id")] if ids_mapped else []
     for cols, reason in checks:
-        if frame.height == 0 or _row_hashes(frame, cols).n_unique() == frame.height:
-            continue  # cheap hashed check first: distinct hashes mean distinct rows
+        frame = pl.concat(frames)  # no copy: the partitions' columns, read as one
+        if frame.height == 0:
+            continue
+        suspects = _row_hashes(frame, cols).is_duplicated()  # a unique hash is a unique row: only the rest compared
+        if not suspects.any():
+            continue
         first = pl.concat_str([pl.lit("first at "), pl.col(FILE_COLUMN), pl.lit(":"), pl.col(LINE_COLUMN)])
-        marked = frame.with_columns(
-            pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of")
+        marked = frame.filter(suspects).with_columns(
+            pl.Series("__row", suspects.arg_true(), dtype=pl.Int64),
+            pl.struct(cols).is_first_distinct().alias("__first"), first.first().over(cols).alias("__of"),
         )
         repeats = marked.filter(~pl.col("__first"))
         if repeats.height:
@@ -137,8 +162,8 @@ def _deduplicate(
                     pl.col("__of").alias(c.Q_VALUE),
                 )
             )
-        frame = marked.filter(pl.col("__first")).drop("__first", "__of")
-    return frame, pl.concat(rejected) if rejected else _empty_quarantine()
+            frames = _without_rows(frames, repeats["__row"])
+    return frames, pl.concat(rejected) if rejected else _empty_quarantine()
 
 
 def validate_rows(
@@ -208,67 +233,141 @@ def _reason_counts(bad_rows: pl.DataFrame) -> dict[str, int]:
     return dict(counts.iter_rows())
 
 
-def ingest_source(
-    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits,
-    forgotten: frozenset[str] = frozenset(),
-) -> tuple[dict, dict, dict]:
-    """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report.
+@dataclass
+class Partition:
+    """One partition of a source (a file, or a chunk of one) mapped and row-checked, independently of every
+    other: per table the rows the contract accepts (still to be deduplicated against the other partitions)
+    and the rows quarantined, the rows it read and the records that could not be parsed. Partitions can be
+    made anywhere (a worker per chunk); `merge_partitions` takes them in file and line order, which is what
+    makes a repeated row's first occurrence the one kept. `seconds` times each step."""
 
-    The report counts, per file and in all, the records whose structure could not be parsed (`broken`),
-    and why (`broken_reasons`).
-    """
-    files_report, candidates, rejected = [], {t: [] for t in mapping.tables}, {t: [] for t in mapping.tables}
-    rows_read, broken = 0, []
-    for path, label in steps(files, f"ingest {mapping.name}"):
-        digest, data = load(path, mapping.read.compression, limits.max_bytes)
-        if digest in seen:
-            files_report.append({"path": label, "sha256": digest, "status": f"skipped: same content as {seen[digest]}"})
-            continue
-        seen[digest] = label
-        raw = read_raw(path, data, mapping.read, limits.max_bytes)
-        del data
-        mapped = map_file(raw, mapping, path=path, label=label, file_id=digest[:12], key=key)
-        rows_read += raw.rows_read
-        broken.append(raw.rejects)
-        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": raw.rows_read,
-                             "broken": raw.rejects.height})
-        for table in mapping.tables:
-            candidates[table].append(mapped.candidates[table])
-            rejected[table].append(mapped.rejected[table])
+    candidates: dict[str, pl.DataFrame]
+    quarantined: dict[str, pl.DataFrame]
+    rows_read: int
+    broken: pl.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def ingest_partition(
+    raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id: str, key: bytes | Pseudonymiser,
+    limits: Limits,
+) -> Partition:
+    """Map one parsed partition and check its rows against the contracts (see Partition)."""
+    clock = _Clock()
+    mapped = map_file(raw, mapping, path=path, label=label, file_id=file_id, key=key)
+    clock.tick("map")
+    candidates, quarantined = {}, {}
+    for table in mapping.tables:
+        frame, invalid = validate_rows(mapped.candidates[table], mapping.contract(table), mapping.name, limits)
+        candidates[table], quarantined[table] = frame, pl.concat([mapped.rejected[table], invalid])
+    clock.tick("validate")
+    return Partition(candidates, quarantined, raw.rows_read, raw.rejects, clock.seconds)
+
+
+def merge_partitions(
+    parts: list[Partition], mapping: Mapping, forgotten: frozenset[str] = frozenset()
+) -> tuple[dict, dict, dict]:
+    """One source's partitions (in file and line order) as accepted and quarantined rows per table, with the
+    per-table report: repeated rows are quarantined after their first occurrence across all partitions,
+    rows of `forgotten` customers left out; every row read is accounted for."""
+    rows_read = sum(part.rows_read for part in parts)
     accepted, quarantined, tables_report = {}, {}, {}
     for table in mapping.tables:
         contract = mapping.contract(table)
-        frame = pl.concat(candidates[table]) if candidates[table] else contract.empty()
-        bad = [*rejected[table]]
-        if contract.kind == "fact" and candidates[table]:
+        frames = [part.candidates[table] for part in parts]  # filtered frame by frame: a copy costs one chunk
+        bad = [part.quarantined[table] for part in parts]
+        if contract.kind == "fact" and parts:
             ids_mapped = contract.key in mapping.tables[table].columns
             keep = mapping.tables[table].duplicates == "keep"
-            frame, dups = _deduplicate(frame, contract, mapping.name, ids_mapped=ids_mapped, keep_identical=keep)
+            frames, dups = _deduplicate(frames, contract, mapping.name, ids_mapped=ids_mapped, keep_identical=keep)
             bad.append(dups)
-        if candidates[table]:
-            frame, invalid = validate_rows(frame, contract, mapping.name, limits)
-            bad.append(invalid)
         bad_rows = pl.concat(bad) if bad else _empty_quarantine()
-        kept = frame.filter(~pl.col(c.CUSTOMER_ID).is_in(list(forgotten))) if forgotten and c.CUSTOMER_ID in frame.columns \
-            else frame
-        left_out, frame = frame.height - kept.height, kept
+        before = sum(f.height for f in frames)
+        if forgotten and c.CUSTOMER_ID in contract.dtypes:
+            gone = pl.Series(list(forgotten), dtype=pl.String).implode()
+            drops = [f[c.CUSTOMER_ID].is_in(gone).fill_null(True).any() for f in frames]  # as the filter does
+            frames = [f.filter(~pl.col(c.CUSTOMER_ID).is_in(gone)) if drop else f for f, drop in zip(frames, drops, strict=True)]
+        frame = pl.concat(frames) if frames else contract.empty()
+        left_out = before - frame.height
         if frame.height + bad_rows.height + left_out != rows_read:
             raise MapwiseError(
                 f"internal error: {mapping.name} -> {table}: {frame.height} accepted + "
                 f"{bad_rows.height} quarantined + {left_out} forgotten != {rows_read} read"
             )
         accepted[table], quarantined[table] = frame, bad_rows
-        reasons = _reason_counts(bad_rows)
         tables_report[table] = {
             "read": rows_read,
             "accepted": frame.height,
             "quarantined": bad_rows.height,
             "forgotten": left_out,
-            "reasons": reasons,
+            "reasons": _reason_counts(bad_rows),
         }
-    unparsed = pl.concat(broken) if broken else _empty_quarantine()
-    report = {"files": files_report, "rows_read": rows_read, "broken": unparsed.height,
+    return accepted, quarantined, tables_report
+
+
+class _Clock:
+    """Seconds spent per step, accumulated."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def tick(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._last
+        self._last = now
+
+    def restart(self) -> None:
+        self._last = time.perf_counter()
+
+    def add(self, seconds: dict[str, float]) -> None:
+        for step, spent in seconds.items():
+            self.seconds[step] = self.seconds.get(step, 0.0) + spent
+
+
+def ingest_source(
+    files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits,
+    forgotten: frozenset[str] = frozenset(), timings: dict[str, float] | None = None,
+) -> tuple[dict, dict, dict]:
+    """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report.
+
+    Each file is read as a stream, in chunks of `limits.chunk_bytes` (each an independent Partition). The
+    report counts, per file and in all, the records whose structure could not be parsed (`broken`), and why
+    (`broken_reasons`). `timings`, when given, gets the seconds spent per step added.
+    """
+    files_report, parts = [], []
+    clock = _Clock()
+    pseudonymise = Pseudonymiser(key)  # each distinct id hashed once across the source's chunks
+    for path, label in steps(files, f"ingest {mapping.name}"):
+        digest = digest_of(path, limits.max_bytes)
+        clock.tick("hash_file")
+        if digest in seen:
+            files_report.append({"path": label, "sha256": digest, "status": f"skipped: same content as {seen[digest]}"})
+            continue
+        seen[digest] = label
+        rows, broken = 0, 0
+        for chunk in chunks(path, mapping.read, limits.max_bytes, limits.chunk_bytes):
+            clock.tick("read_decompress")
+            raw = shifted(read_raw(path, chunk.data, mapping.read, limits.max_bytes), chunk.offset)
+            del chunk
+            clock.tick("parse")
+            part = ingest_partition(raw, mapping, path=path, label=label, file_id=digest[:12], key=pseudonymise,
+                                    limits=limits)
+            clock.add(part.seconds)
+            clock.restart()
+            parts.append(part)
+            rows, broken = rows + part.rows_read, broken + part.broken.height
+        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": rows, "broken": broken})
+    accepted, quarantined, tables_report = merge_partitions(parts, mapping, forgotten)
+    clock.tick("deduplicate")
+    unparsed = pl.concat([part.broken for part in parts]) if parts else _empty_quarantine()
+    report = {"files": files_report, "rows_read": sum(part.rows_read for part in parts), "broken": unparsed.height,
               "broken_reasons": _reason_counts(unparsed), "tables": tables_report}
+    if timings is not None:  # never in the report: reports of identical inputs are identical
+        clock.seconds["map"] = clock.seconds.get("map", 0.0) - pseudonymise.seconds
+        clock.add({"pseudonymise": pseudonymise.seconds, "chunks": len(parts)})
+        for step, spent in clock.seconds.items():
+            timings[step] = timings.get(step, 0) + spent
     return accepted, quarantined, report
 
 
@@ -301,10 +400,11 @@ def _conform(frames: list[pl.DataFrame], contract: Contract) -> pl.DataFrame:
 
 def ingest(
     raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None,
-    forgotten: frozenset[str] = frozenset(),
+    forgotten: frozenset[str] = frozenset(), timings: dict[str, float] | None = None,
 ) -> IngestResult:
     """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts
-    reject; leave out the rows of `forgotten` customers (pseudonyms)."""
+    reject; leave out the rows of `forgotten` customers (pseudonyms). `timings`, when given, gets the seconds
+    spent per step."""
     seen: dict[str, str] = {}
     contracts = canonical_contracts(mappings)
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in contracts}
@@ -312,14 +412,16 @@ def ingest(
     sources_report = {}
     for mapping in mappings:
         files = find_files(raw_dir, mapping, batches_dir, limits.trusted)
-        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten)
+        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten, timings)
         sources_report[mapping.name] = report
         for table in accepted:
-            parts[table].append(accepted[table])
+            parts[table].append(accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False))
             bad_parts[table].append(quarantined[table])
+        del accepted  # the partitions' line and file columns go with it
+    start = time.perf_counter()
     tables, quarantine, tables_report = {}, {}, {}
     for name, contract in contracts.items():
-        frame = _conform([p.drop(LINE_COLUMN, FILE_COLUMN, strict=False) for p in parts[name]], contract)
+        frame = _conform(parts[name], contract)
         sources = [m.name for m in mappings if name in m.tables]
         if contract.kind == "dimension":
             tables[name] = contract.schema.validate(_merge_dimension(frame, contract))
@@ -335,6 +437,8 @@ def ingest(
             "quarantined": bad.height,
             "forgotten": sum(sources_report[source]["tables"][name]["forgotten"] for source in sources),
         }
+    if timings is not None:
+        timings["combine"] = timings.get("combine", 0) + time.perf_counter() - start
     report = {"timestamps": [limits.earliest.isoformat(timespec="seconds"), limits.latest.isoformat(timespec="seconds")],
               "sources": sources_report,
               "tables": tables_report}

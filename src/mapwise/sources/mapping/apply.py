@@ -16,7 +16,7 @@ from mapwise.errors import MapwiseError, one_line, preview
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
 from mapwise.sources.mapping.readers import DUPLICATE, RawTable, preview_expr
 from mapwise.sources.mapping.spec import Mapping, TimestampSpec
-from mapwise.privacy.pseudonym import pseudonymise
+from mapwise.privacy.pseudonym import Pseudonymiser
 
 REDACTED = "<redacted>"
 _ERR = "__err__"  # prefix of the per-column parse-error columns
@@ -156,10 +156,22 @@ def _check_header(frame: pl.DataFrame, mapping: Mapping, path: Path) -> None:
 
 
 def _trimmed(frame: pl.DataFrame, mapping: Mapping, needed: list[str]) -> pl.DataFrame:
-    """Header names and the text values the mapping reads without surrounding spaces; null_values apply after."""
+    """Header names and the text values the mapping reads without surrounding spaces; null_values apply after.
+
+    Only columns holding a value to trim are rewritten: the delimited readers have applied null_values
+    already, so an untouched column needs nothing more (parquet and JSON lines values still need them).
+    """
     names = set(frame.columns)
     frame = frame.rename({n: n.strip(_SPACE) for n in frame.columns if n != n.strip(_SPACE) and n.strip(_SPACE) not in names})
-    text = [col for col in needed if frame.schema.get(col) == pl.String]
+    text = [col for col in dict.fromkeys(needed) if frame.schema.get(col) == pl.String]
+    if not text:
+        return frame
+    if mapping.read.format not in ("parquet", "jsonl"):
+        padded = frame.select(
+            pl.any_horizontal([pl.col(col).str.starts_with(ch) | pl.col(col).str.ends_with(ch) for ch in _SPACE])
+            .any().alias(col) for col in text
+        )
+        text = [col for col in text if padded[col][0]]
     nulls = mapping.read.null_values
     stripped = {col: pl.col(col).str.strip_chars(_SPACE) for col in text}
     return frame.with_columns(pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(col) for col, v in stripped.items())
@@ -251,10 +263,10 @@ def check_types(mapping: Mapping, origin: str) -> None:
                     raise MapwiseError(f"{origin}: {where}: {problem}")
 
 
-def _pseudonymise_identity(frame: pl.DataFrame, identity: str, key: bytes) -> pl.DataFrame:
+def _pseudonymise_identity(frame: pl.DataFrame, identity: str, pseudonymise: Pseudonymiser) -> pl.DataFrame:
     """IDENTITY_COLUMN gets the pseudonym; the columns the identity reads are overwritten with it."""
     compiled = compile_expression(identity)
-    ids = pseudonymise(frame.select(compiled.expr.alias(IDENTITY_COLUMN)).to_series(), key)
+    ids = pseudonymise(frame.select(compiled.expr.alias(IDENTITY_COLUMN)).to_series())
     return frame.with_columns(ids, *[ids.alias(col) for col in compiled.columns])
 
 
@@ -291,10 +303,13 @@ def _raw_value(col: str, private: frozenset[str]) -> pl.Expr:
     return pl.lit(REDACTED) if col in private else preview_expr(pl.col(f"__raw__{col}").cast(pl.String))
 
 
-def map_file(raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id: str, key: bytes) -> MappedFile:
-    """Map one parsed file into candidate rows and rejected rows for each of the mapping's tables.
+def map_file(
+    raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id: str, key: bytes | Pseudonymiser
+) -> MappedFile:
+    """Map one parsed file (or one chunk of it) into candidate rows and rejected rows for each of the mapping's tables.
 
-    `path` names the file in errors; `label` names it in the quarantine and in generated ids.
+    `path` names the file in errors; `label` names it in the quarantine and in generated ids. `key` is the
+    pseudonymisation key, or a Pseudonymiser holding it that the chunks of a file share.
     """
     needed = _needed_columns(mapping)
     frame = raw.frame
@@ -319,7 +334,8 @@ def map_file(raw: RawTable, mapping: Mapping, *, path: Path, label: str, file_id
         )
         frame, failing = _parse(frame, mapping)
         if mapping.identity:
-            frame = _pseudonymise_identity(frame, mapping.identity, key)
+            frame = _pseudonymise_identity(
+                frame, mapping.identity, key if isinstance(key, Pseudonymiser) else Pseudonymiser(key))
         for name, text in mapping.derive.items():
             frame = frame.with_columns(compile_expression(text).expr.alias(name))
         deps = _dependencies(mapping, failing)

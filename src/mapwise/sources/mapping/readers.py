@@ -13,6 +13,7 @@ anything irregular takes an exact, slower path through Python's csv module.
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gc
 import gzip
@@ -24,7 +25,7 @@ import re
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ _PREVIEW = 80  # characters of an offending value kept in the quarantine
 _BOM = b"\xef\xbb\xbf"
 _FIRST_BLANK = re.compile(rb"[ \t]*\r?(?:\n|\Z)")
 _BLANK = re.compile(rb"\n[ \t]*\r?(?:\n|\Z)")
+_TEXT = re.compile(rb"[^ \t\r\n\x0b\x0c]")  # a byte that bytes.strip() keeps
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\n|\r|\Z)")
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes invalid in the encoding, kept by surrogateescape
 MAX_RECORD_LINES = 1000  # a quoted field may span lines; one still open after this many was never closed
@@ -103,35 +105,159 @@ def compression_of(path: Path, compression: str) -> str:
     return _SUFFIX.get(path.suffix.lower(), "none") if compression == "auto" else compression
 
 
-def load(path: Path, compression: str, max_bytes: int) -> tuple[str, bytes]:
-    """(sha256 of the file as stored, its content decompressed), refusing content over `max_bytes`.
-
-    Compressed files are decompressed as a stream and abandoned as soon as they pass the bound, so a
-    small file that expands enormously costs at most `max_bytes` of memory.
-    """
+def digest_of(path: Path, max_bytes: int) -> str:
+    """sha256 of the file as stored, read as a stream; a file over `max_bytes` is refused unread."""
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise MapwiseError(f"{path}: {size / 2**20:,.0f} MiB, {over_limit(max_bytes)}")
-        raw = path.read_bytes()
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            while block := stream.read(_CHUNK * 8):
+                digest.update(block)
     except OSError as err:
         raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
-    digest = hashlib.sha256(raw).hexdigest()
+    return digest.hexdigest()
+
+
+def _blocks(path: Path, compression: str, max_bytes: int, size: int) -> Iterator[bytes]:
+    """The file's content, decompressed as a stream, in blocks of at most `size` bytes; refused past `max_bytes`
+    (a decompression bomb costs at most one block more than the bound)."""
     kind = compression_of(path, compression)
-    if kind == "none":
-        return digest, raw
-    chunks, total = [], 0
+    total = 0
     try:
-        with _OPENERS[kind](io.BytesIO(raw)) as stream:
-            while chunk := stream.read(_CHUNK):
-                total += len(chunk)
+        with (path.open("rb") if kind == "none" else _OPENERS[kind](path)) as stream:
+            while block := stream.read(size):
+                total += len(block)
                 if total > max_bytes:
                     raise MapwiseError(f"{path}: {over_limit(max_bytes)} once decompressed ({kind}); "
                                        f"raise the limit or split the file")
-                chunks.append(chunk)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as err:
+                yield block
+    except (EOFError, lzma.LZMAError, zlib.error, ValueError) as err:
         raise MapwiseError(f"{path}: cannot decompress as {kind} (truncated or corrupt: {preview(str(err))})") from None
-    return digest, b"".join(chunks)
+    except OSError as err:
+        if kind == "none":
+            raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
+        raise MapwiseError(f"{path}: cannot decompress as {kind} (truncated or corrupt: {preview(str(err))})") from None
+
+
+def _line_count(data: bytes, start: int, end: int) -> int:
+    """Lines in data[start:end] as the exact reader counts them (\r\n, \n and a lone \r each end one), for whole lines."""
+    lines = data.count(b"\n", start, end)
+    if data.find(b"\r", start, end) < 0:
+        return lines
+    return lines + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
+
+
+def _splittable(spec: ReadSpec) -> bool:
+    """Formats read line by line in an encoding where b"\n" is always a line break (chunks split there)."""
+    name = codecs.lookup(spec.encoding).name
+    ascii_based = name in ("utf-8", "ascii", "latin-1") or name.startswith(("iso8859", "cp125"))
+    return spec.format in ("csv", "tsv", "whitespace") and ascii_based
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Part of a file's content: `data` reads as a file of its own (the file's header lines, then whole
+    records); its line n is line n + `offset` of the file."""
+
+    data: bytes
+    offset: int
+
+
+def _clean_cut(data: bytes, begin: int, end: int, spec: ReadSpec) -> int:
+    """Where (a byte offset just after a line break, in (begin, end]) a chunk that starts at `begin` can end
+    with no record running on past it, or 0 where it cannot yet. A quoted record spans at most
+    MAX_RECORD_LINES lines, so it is enough that each of the last MAX_RECORD_LINES lines before the cut
+    holds no quote or is a whole record on its own."""
+    cut = data.rfind(b"\n", begin, end) + 1
+    if cut <= begin:
+        return 0
+    if spec.format == "whitespace" or not spec.quote:
+        return cut
+    quote = spec.quote.encode()
+    while cut > begin:
+        start = cut
+        for _ in range(MAX_RECORD_LINES):
+            start = max(data.rfind(b"\n", begin, max(start - 1, begin)) + 1, begin)
+            if start == begin:
+                break  # the chunk's first line: records start afresh there
+        if data.find(quote, start, cut) < 0:
+            return cut
+        lines = _LINES.findall(data[start:cut].decode("utf-8", "surrogateescape"))
+        whole = [spec.quote not in line or _parse(line, spec) is not None for line in lines if line]
+        if all(whole):
+            return cut
+        broken = len(whole) - 1 - whole[::-1].index(False)  # the last line that is not a whole record
+        cut = start + len("".join(lines[:broken]).encode("utf-8", "surrogateescape"))
+    return 0
+
+
+def chunks(path: Path, spec: ReadSpec, max_bytes: int, chunk_bytes: int) -> Iterator[Chunk]:
+    """A file's content decompressed as a stream, as chunks of about `chunk_bytes` that read, one by one,
+    exactly as the whole file reads (same rows, rejects and line numbers). Formats and files that cannot be
+    split safely (JSON lines, parquet, other encodings, header lines holding a quote) come as one chunk."""
+    blocks = _blocks(path, spec.compression, max_bytes, max(1, min(chunk_bytes, _CHUNK * 4)))
+    if not _splittable(spec):
+        yield Chunk(b"".join(blocks), 0)
+        return
+    buffer, header, offset, first = b"", None, 0, True
+    pending: list[bytes] = []  # blocks read since `buffer` was last joined
+    waiting, retry = 0, 0
+    for block in blocks:
+        pending.append(block)
+        waiting += len(block)
+        if header is not None and len(buffer) + waiting < max(chunk_bytes, retry) + (len(header) if first else 0):
+            continue
+        buffer, pending, waiting = b"".join([buffer, *pending]), [], 0
+        if header is None:
+            header = _header(buffer, spec)
+            if header is None:
+                if buffer.count(b"\n") <= _header_lines(spec):
+                    continue  # the header lines are not all in yet
+                yield Chunk(buffer + b"".join(blocks), 0)  # header lines the chunks could not repeat as they are
+                return
+        while len(buffer) - (head := len(header) if first else 0) >= max(chunk_bytes, retry):
+            cut = (_clean_cut(buffer, head, head + chunk_bytes, spec)
+                   or _clean_cut(buffer, head, len(buffer), spec))
+            if cut == 0:
+                retry = 2 * (len(buffer) - head)  # no safe place yet: the chunk grows (try again at twice the size)
+                break
+            retry = 0
+            if first or _TEXT.search(buffer, head, cut):  # a chunk of blank lines holds no record
+                yield Chunk(b"".join([b"" if first else header, memoryview(buffer)[:cut]]), offset)
+            offset, first = offset + _line_count(buffer, head, cut), False
+            buffer = buffer[cut:]
+    buffer += b"".join(pending)
+    if first:
+        yield Chunk(buffer, 0)
+    elif buffer.strip():
+        yield Chunk((header or b"") + buffer, offset)
+
+
+def _header(data: bytes, spec: ReadSpec) -> bytes | None:
+    """The file's header lines (skipped lines, then the names), when every chunk can repeat them as they are:
+    all in `data`, not blank, without quotes or lone carriage returns."""
+    lines = _header_lines(spec)
+    end = 0
+    for _ in range(lines):
+        end = data.find(b"\n", end) + 1
+        if end == 0:
+            return None
+    head = data[:end]
+    if b"\r" in head.replace(b"\r\n", b"") or (spec.quote and spec.quote.encode() in head):
+        return None
+    if any(not line.strip(b" \t\r") for line in head.split(b"\n")[:-1]):
+        return None
+    return head
+
+
+def shifted(raw: RawTable, offset: int) -> RawTable:
+    """A chunk's rows with the file's line numbers."""
+    if not offset:
+        return raw
+    return RawTable(raw.frame.with_columns(pl.col(LINE_COLUMN) + offset),
+                    raw.rejects.with_columns(pl.col(c.Q_LINE) + offset))
 
 
 def read_raw(path: Path, data: bytes, spec: ReadSpec, max_bytes: int) -> RawTable:
@@ -166,16 +292,17 @@ def _has_blank_line(data: bytes) -> bool:
 
 def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
     """polars' parser, or None when the file needs the exact path (ragged, blank lines, bad bytes, multi-line)."""
-    if data.count(b"\r") != data.count(b"\r\n") or _has_blank_line(data):
-        return None  # lone carriage returns end lines for Python's csv, not for polars; blank lines become rows
     sep = spec.separator.encode()
+    quote = spec.quote.encode() if spec.quote else None
     header = _header_lines(spec)
     counts: dict[str, int] = {}
 
-    def count() -> None:  # runs on a thread while polars parses (polars releases the GIL)
+    def count() -> None:  # runs on a thread while polars parses (polars releases the GIL); one scan each
         head_end = 0
         for _ in range(header):
             head_end = data.find(b"\n", head_end) + 1
+        counts["lone_cr"] = b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
+        counts["quoted"] = quote is not None and quote in data
         counts["lines"] = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         counts["separators"] = data.count(sep) - data.count(sep, 0, head_end)
 
@@ -197,17 +324,58 @@ def _read_fast(data: bytes, spec: ReadSpec) -> RawTable | None:
         return None
     finally:
         counter.join()
-    if frame.height + header != counts["lines"]:  # multi-line records: line numbers would drift
+    if counts["lone_cr"]:
+        return None  # lone carriage returns end lines for Python's csv, not for polars
+    if frame.height + header != counts["lines"]:  # multi-line records or skipped blank lines: line numbers would drift
         return None
     expected = frame.width - 1
-    if not spec.quote or spec.quote.encode() not in data:
-        # polars pads a short row silently: every row must have exactly `expected` separators
+    if expected == 0 and _has_blank_line(data):
+        return None  # a blank line is not a record; with one column nothing else would tell it from an empty value
+    if not counts["quoted"]:
+        # polars pads a short row (a blank line too) silently: every row must have exactly `expected` separators
         return _fast_table(frame, header) if counts["separators"] == frame.height * expected else None
-    return _fast_table(frame, header) if _quoted_rows_regular(data, spec, header, expected) else None
+    regular = _quoted_rows_regular(data, spec, header, expected, counts["separators"], counts["lines"] - header)
+    return _fast_table(frame, header) if regular else None
 
 
-def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int) -> bool:
-    """Every data line has `expected` separators outside quotes (checked exactly where quoted)."""
+_FEW_QUOTED = 50_000  # quote characters up to which quoted lines are found one by one
+
+
+def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int, separators: int, lines: int) -> bool:
+    """Every data line has `expected` separators outside quotes (checked exactly where quoted).
+
+    `separators` and `lines` count the data lines' separators and lines. polars refuses a line with too
+    many fields, so beside the lines holding a quote (found one by one while few) a total suffices.
+    """
+    quote, sep = spec.quote.encode(), spec.separator.encode()
+    head_end = 0
+    for _ in range(header):
+        head_end = data.find(b"\n", head_end) + 1
+    if data.count(quote, head_end) > _FEW_QUOTED:
+        return _lines_regular(data, spec, header, expected)
+    quoted: list[bytes] = []
+    at = data.find(quote, head_end)
+    while at >= 0:
+        start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+        end = len(data) if end < 0 else end + 1
+        quoted.append(data[start:end])
+        at = data.find(quote, end)
+    inside = sum(line.count(sep) for line in quoted)
+    if separators - inside != expected * (lines - len(quoted)):
+        return False
+    odd = [line.decode("utf-8", "surrogateescape").rstrip("\r\n") for line in quoted if line.count(sep) != expected]
+    return all(_quoted_line_regular(text, spec, expected) for text in odd)
+
+
+def _quoted_line_regular(text: str | None, spec: ReadSpec, expected: int) -> bool:
+    if text is None or spec.quote not in text:
+        return False
+    fields = next(csv.reader([text], delimiter=spec.separator, quotechar=spec.quote), [])
+    return len(fields) == expected + 1 and not text.count(spec.quote) % 2
+
+
+def _lines_regular(data: bytes, spec: ReadSpec, header: int, expected: int) -> bool:
+    """`_quoted_rows_regular` for files quoted throughout: every line read by polars and counted."""
     if b"\x1f" in data:
         return False
     lines = pl.read_csv(
@@ -222,13 +390,7 @@ def _quoted_rows_regular(data: bytes, spec: ReadSpec, header: int, expected: int
     )["l"]
     counts = lines.str.count_matches(spec.separator, literal=True)
     odd = lines.filter((counts != expected).fill_null(True))
-    for text in odd.to_list():
-        if text is None or spec.quote not in text:
-            return False
-        fields = next(csv.reader([text], delimiter=spec.separator, quotechar=spec.quote), [])
-        if len(fields) != expected + 1 or text.count(spec.quote) % 2:
-            return False
-    return True
+    return all(_quoted_line_regular(text, spec, expected) for text in odd.to_list())
 
 
 def _fast_table(frame: pl.DataFrame, header: int) -> RawTable:
