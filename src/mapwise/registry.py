@@ -25,7 +25,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mapwise.serving.bundle import EXTRA_FILES, METADATA_FILE, MODEL_FILE, bundle_digest, bundle_files
+from mapwise.serving.bundle import EXTRA_FILES, METADATA_FILE, MODEL_FILE, OPTIONAL_FILES, bundle_digest, bundle_files
 from mapwise.errors import MapwiseError
 from mapwise.params import TrackingParams
 from mapwise.tracking import artifact_location, flow_run_tags, tracking_uri
@@ -114,7 +114,7 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[s
     start = {"run_id": run_id} if run_id else {"experiment_id": _experiment_id(c, p.experiment),
                                                 "run_name": f"register {metadata['model']}"}
     with _quiet(), tempfile.TemporaryDirectory() as tmp, mlflow.start_run(**start) as run:
-        extras = [str(shutil.copy(files[name], Path(tmp) / name)) for name in EXTRA_FILES]
+        extras = [str(shutil.copy(files[name], Path(tmp) / name)) for name in (*EXTRA_FILES, *OPTIONAL_FILES) if name in files]
         mlflow.log_metrics(_flat(metadata.get("metrics", {}).get("test", {}), "test."))
         info = mlflow.onnx.log_model(
             onnx.load(str(files[MODEL_FILE])), name="model", extra_files=extras, pip_requirements=_ONNX_REQUIREMENTS,

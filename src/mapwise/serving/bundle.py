@@ -5,6 +5,8 @@
 - `items.parquet`: item_idx <-> item_id, with title, category, price and popularity (cold start, filters).
 - `customers.parquet`: per pseudonymous customer, the recent item indices (model input) and every
   item bought (repeat reasons, exclusion).
+- `network.pt` (optional; bundles exported before it was added lack it): the network's weights and
+  shape as the train stage saved them (tensors and plain values only), what a warm start fine-tunes.
 
 The registry stores the same files as an MLflow ONNX model (the extras under `extra_files/`);
 `load_bundle` reads either layout.
@@ -30,7 +32,9 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"
+NETWORK_FILE = "network.pt"
 EXTRA_FILES = (METADATA_FILE, ITEMS_FILE, CUSTOMERS_FILE)
+OPTIONAL_FILES = (NETWORK_FILE,)
 RECENT_POPULARITY = "recent_popularity"
 RECENT = "recent"
 PURCHASED = "purchased"
@@ -53,6 +57,11 @@ def bundle_files(folder: Path) -> dict[str, Path]:
                 break
         else:
             raise MapwiseError(f"{folder}: not a model bundle (no {name})")
+    for name in OPTIONAL_FILES:
+        for candidate in (folder / name, folder / "extra_files" / name):
+            if candidate.is_file():
+                found[name] = candidate
+                break
     return found
 
 
