@@ -3,7 +3,9 @@
 With `orchestrate.warm_start.enabled`, the pipeline runs with overrides that fine-tune the champion's
 architecture from the champion's weights (`train.models` = its architecture, `train.init_from` = its version,
 a short budget) instead of training every model from scratch: the same stages, the same gate on the same
-test window. No champion (or warm start off) means the usual full run; the scheduled run always is one.
+test window. Only params.yaml goes back afterwards: the workspace keeps the run's outputs and reports, and
+`dvc status` names the stages whose params differ, which the next plain (scheduled) run retrains from scratch.
+No champion (or warm start off) means the usual full run.
 
 A malformed batch is moved to `orchestrate.quarantine_dir` with its reason and the flow fails: nothing
 is applied. The same content arriving again (any name) is found in the ledger and processed once.
@@ -127,7 +129,7 @@ def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dic
         overrides, why = warm_start_overrides(params)
         get_run_logger().info(why)
         return {"status": "accepted", "stored": str(stored), "warm_start": why,
-                **run_stages(root, root / params_file, overrides)}
+                **run_stages(root, root / params_file, overrides, keep_outputs=True)}
 
 
 def main(argv: list[str] | None = None) -> int:

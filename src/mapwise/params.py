@@ -321,7 +321,7 @@ class WarmStartParams(_Section):
     every model from scratch; the scheduled run (`pipeline/scheduled`) still trains every model from scratch."""
 
     enabled: bool = Field(True, description="false = a batch arriving retrains every model from scratch too")
-    max_steps: int = Field(100, ge=1, description="fine-tuning budget in optimizer steps (train.max_steps for the run)")
+    max_steps: int = Field(50, ge=1, description="fine-tuning budget in optimizer steps (train.max_steps for the run)")
     val_every_steps: int = Field(25, ge=1, description="validation interval while fine-tuning")
     patience: int = Field(2, ge=1, description="validations without a gain before fine-tuning stops")
     warmup_steps: int = Field(10, ge=1, description="learning-rate warm-up while fine-tuning")
