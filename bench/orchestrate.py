@@ -57,9 +57,15 @@ def backfill_batch(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
+CPU: list[float] = []  # CPU seconds of each timed call: this process and the subprocesses it waited for
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    """Wall seconds of `fn()`; its CPU seconds (less sensitive to a busy machine) are appended to CPU."""
+    start, cpu = time.perf_counter(), os.times()
     fn()
+    end = os.times()
+    CPU.append(sum(getattr(end, f) - getattr(cpu, f) for f in ("user", "system", "children_user", "children_system")))
     return time.perf_counter() - start
 
 
@@ -72,8 +78,13 @@ def overhead(repeats: int) -> dict:
     from mapwise.overrides import params_overridden
 
     dvc_repro()  # make sure everything is up to date first
-    noop_dvc = [timed(dvc_repro) for _ in range(repeats)]
-    noop_flow = [timed(lambda: pipeline(return_state=True)) for _ in range(repeats)]
+    pipeline(return_state=True)  # imports and first connections: a served flow has them already
+    noop_dvc, noop_flow, cpu_dvc, cpu_flow = [], [], [], []
+    for _ in range(repeats):  # alternated, so that a busy spell of the machine hits both
+        noop_dvc.append(timed(dvc_repro))
+        cpu_dvc.append(CPU[-1])
+        noop_flow.append(timed(lambda: pipeline(return_state=True)))
+        cpu_flow.append(CPU[-1])
     one_dvc, one_flow = [], []
     for i in range(repeats):  # a new margin each time, so that promote re-runs
         with params_overridden(Path("params.yaml"), {"promote.margin": 0.001 + (2 * i + 1) * 1e-4}):
@@ -84,7 +95,9 @@ def overhead(repeats: int) -> dict:
     med = statistics.median
     return {
         "up_to_date": {"dvc_repro_s": round(med(noop_dvc), 2), "flow_s": round(med(noop_flow), 2),
-                       "overhead_s": round(med(noop_flow) - med(noop_dvc), 2)},
+                       "overhead_s": round(med(noop_flow) - med(noop_dvc), 2),
+                       "dvc_repro_cpu_s": round(med(cpu_dvc), 2), "flow_cpu_s": round(med(cpu_flow), 2),
+                       "note": "cpu: this process and the dvc processes it waited for (not the Prefect server)"},
         "promote_reruns": {"dvc_repro_s": round(med(one_dvc), 2), "flow_s": round(med(one_flow), 2),
                            "overhead_s": round(med(one_flow) - med(one_dvc), 2)},
         "repeats": repeats,
@@ -115,6 +128,7 @@ def reaction(rows: int) -> dict:
         FlowRunFilterId,
     )
 
+    before = _model_figures()  # the champion's, trained from scratch on the data before the batch
     runner = serve_deployments()
     watch = subprocess.Popen([str(Path(sys.executable).parent / "mapwise"), "watch"], stdout=subprocess.PIPE, text=True)
     time.sleep(8)  # the watcher's first listing
@@ -132,13 +146,25 @@ def reaction(rows: int) -> dict:
     watch.terminate()
     announced = next(line for line in watch.stdout if "announced" in line)
     decision = json.loads(Path("reports/promote.json").read_text())
+    gate = next((t for t in tasks if t.name == "promote"), None)
     return {
         "batch_rows": rows, "batch": str(batch), "flow_state": run.state.name, "watch_output": announced.strip(),
         "drop_to_flow_start_s": round(run.start_time.timestamp() - dropped, 1),
-        "drop_to_decision_s": round(run.end_time.timestamp() - dropped, 1),
+        "drop_to_decision_s": round((gate or run).end_time.timestamp() - dropped, 1),  # the promote task's end
+        "drop_to_flow_end_s": round(run.end_time.timestamp() - dropped, 1),
         "stages_s": {t.name: round(t.total_run_time.total_seconds(), 1) for t in sorted(tasks, key=lambda t: t.start_time)},
         "decision": {k: decision[k] for k in ("action", "challenger", "champion_before", "champion_after", "reason")},
+        "models_before": before, "models_after": _model_figures(),
     }
+
+
+def _model_figures() -> dict:
+    """Per sequence model in reports/train.json: validation NDCG@10, steps, how it started; test NDCG@10 (all items)."""
+    trained = json.loads(Path("reports/train.json").read_text())
+    tested = json.loads(Path("reports/evaluate.json").read_text())["all_items"]["recommenders"]
+    return {name: {"val_ndcg@10": t["val_ndcg@10"], "test_ndcg@10": tested.get(name, {}).get("ndcg@10"),
+                   "steps": t["steps"], "refit_steps": t.get("refit", {}).get("steps"), "seconds": t["seconds"],
+                   "init_from": t.get("init_from")} for name, t in trained.items()}
 
 
 def main() -> None:
@@ -147,6 +173,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="purchases in the dropped batch")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "orchestrate.json")
     parser.add_argument("--write-batch", type=Path, metavar="PATH", help="only write a backfill batch there, and exit")
+    parser.add_argument("--only", choices=["overhead", "reaction"], help="measure only this part (the other is kept "
+                        "from the results file, if there is one)")
     args = parser.parse_args()
     if args.write_batch:
         print(f"{backfill_batch(args.write_batch, args.rows)}: {args.rows:,} purchases, one year back")
@@ -160,8 +188,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
         os.chdir(copy_repo(Path(tmp) / "repo"))
-        result = {"overhead": overhead(args.repeats), "reaction": reaction(args.rows),
-                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+        result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
+        if args.only != "reaction":
+            result["overhead"] = overhead(args.repeats)
+        if args.only != "overhead":
+            result["reaction"] = reaction(args.rows)
+        result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "load_1min_at_end": round(os.getloadavg()[0], 2)}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -31,19 +31,22 @@ def _experiment_name() -> str:
     return f"{flow_run.get_flow_name()}-{flow_run.get_name()}-{(flow_run.get_id() or '')[:6]}"
 
 
-def run_stages(root: Path, params_file: Path, overrides: dict[str, Any]) -> dict:
+def run_stages(root: Path, params_file: Path, overrides: dict[str, Any], keep_outputs: bool = False) -> dict:
     """The stages in DVC's order under the overridden params, then record, push and publish (the caller holds the slot).
 
     A run that changed something is recorded as a DVC experiment and pushed; the model version it registered is
     tagged with that commit. With overrides, the workspace then goes back to what it was before the run: params,
     dvc.lock, reports and cached outputs (the run lives on as its experiment: `dvc exp apply <name>`).
+    `keep_outputs` (a warm-start retrain): only params.yaml goes back; dvc.lock, reports and outputs stay as the run
+    left them, so `dvc status` names the stages whose params differ and the next plain run brings them back.
     """
     if restore_interrupted(params_file):
         get_run_logger().warning(f"{params_file}: an interrupted override run had left its changes; put the workspace back")
         checkout(root)
     name, graph = _experiment_name(), stage_graph(root)
     try:
-        with params_overridden(params_file, overrides, [root / "dvc.lock", *graph.all_uncached()]) as params:
+        keep = [] if keep_outputs else [root / "dvc.lock", *graph.all_uncached()]
+        with params_overridden(params_file, overrides, keep) as params:
             runs = run_all(root, params.orchestrate, graph)
             recorded = version = None
             if any(r.changed for r in runs):
@@ -57,7 +60,7 @@ def run_stages(root: Path, params_file: Path, overrides: dict[str, Any]) -> dict
                     push(str(root))
             decision = publish(params, runs, recorded, version)
     finally:
-        if overrides:
+        if overrides and not keep_outputs:
             checkout(root)
     return {"stages": [r.as_dict() for r in runs], "decision": decision,
             "recorded": recorded and {"experiment": recorded.name, "ref": recorded.ref, "commit": recorded.commit}}

@@ -1,5 +1,12 @@
 """Flow `retrain`: a batch arrived; check it whole, add it to the DVC-tracked raw data, re-run the pipeline.
 
+With `orchestrate.warm_start.enabled`, the pipeline runs with overrides that fine-tune the champion's
+architecture from the champion's weights (`train.models` = its architecture, `train.init_from` = its version,
+a short budget) instead of training every model from scratch: the same stages, the same gate on the same
+test window. Only params.yaml goes back afterwards: the workspace keeps the run's outputs and reports, and
+`dvc status` names the stages whose params differ, which the next plain (scheduled) run retrains from scratch.
+No champion (or warm start off) means the usual full run.
+
 A malformed batch is moved to `orchestrate.quarantine_dir` with its reason and the flow fails: nothing
 is applied. The same content arriving again (any name) is found in the ledger and processed once.
 
@@ -11,8 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import get_args
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.exceptions import FailedRun
 from prefect.runtime import flow_run
 
@@ -23,8 +31,9 @@ from mapwise.errors import MapwiseError
 from mapwise.sources.ingest import Limits
 from mapwise.sources.ledger import Ledger
 from mapwise.sources.mapping.spec import load_mapping
-from mapwise.params import Params, load_params
+from mapwise.params import ModelName, Params, load_params
 from mapwise.privacy.pseudonym import load_key
+from mapwise.registry import CHAMPION, alias_version, client
 
 STAGING = Path(".mapwise/staging")
 
@@ -54,6 +63,31 @@ def add_batch(batch: Batch, batches_dir: Path, root: Path) -> Path:
         raise
     print(f"accepted: {stored} (tracked by {stored}.dvc)")
     return stored
+
+
+def warm_start_overrides(params: Params) -> tuple[dict, str]:
+    """The overrides that fine-tune the champion instead of training every model from scratch, and why (or why not).
+
+    The champion is pinned by version (`models:/<name>/<version>`), so the run's params say exactly what it started from.
+    """
+    w = params.orchestrate.warm_start
+    if not w.enabled:
+        return {}, "orchestrate.warm_start.enabled is false: every model trains from scratch"
+    name = params.register.model_name
+    c = client(params.tracking)
+    version = alias_version(c, name, CHAMPION)
+    if version is None:
+        return {}, f"'{name}' has no champion yet: every model trains from scratch"
+    model = c.get_model_version(name, version).tags.get("model")
+    if model not in get_args(ModelName):
+        return {}, f"{name} version {version} (the champion) names no sequence model ({model!r}): every model trains from scratch"
+    overrides = {"train.models": [model], "train.init_from": f"models:/{name}/{version}", "train.min_steps": 0,
+                 "train.max_steps": w.max_steps, "train.val_every_steps": w.val_every_steps, "train.patience": w.patience,
+                 "train.warmup_steps": w.warmup_steps}
+    if params.register.candidate not in ("best", model):
+        overrides["register.candidate"] = model
+    return overrides, (f"warm start: fine-tuning the champion ({name} version {version}, {model}) for at most "
+                       f"{w.max_steps} steps; the scheduled run retrains every model from scratch")
 
 
 @flow(name="retrain", log_prints=True)
@@ -92,7 +126,10 @@ def _retrain(root: Path, path: str, source: str | None, params_file: str) -> dic
         finally:  # a check or add that crashed leaves no staged copy behind: the same file can simply arrive again
             batch.path.unlink(missing_ok=True)
         ledger.record(**entry, status="accepted", stored=str(stored), rows=result.report["rows_read"])
-        return {"status": "accepted", "stored": str(stored), **run_stages(root, root / params_file, {})}
+        overrides, why = warm_start_overrides(params)
+        get_run_logger().info(why)
+        return {"status": "accepted", "stored": str(stored), "warm_start": why,
+                **run_stages(root, root / params_file, overrides, keep_outputs=True)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,17 @@
 """The stages of `dvc.yaml` as Prefect tasks: one task per stage, each `dvc repro --single-item <verb>`.
 
-DVC decides what is up to date, so the DAG is defined once, in `dvc.yaml`: one `dvc status` before the
-stages, then a stage runs when DVC found it changed or when an upstream stage changed its entry in
+DVC decides what is up to date, so the DAG is defined once, in `dvc.yaml`: one DVC status before the
+stages (in this process: DVC is imported here already, a `dvc status` process would import it again), then a stage runs when DVC found it changed or when an upstream stage changed its entry in
 `dvc.lock` during this run (whether it ran or was restored from DVC's run cache), and a run that changed
 anything ends by checking that `dvc status` is clean. A stage that exits 2 (`pipelines._stage.USER_ERROR`:
 the data or params are wrong) fails at once; any other failure (a crash, the DVC lock, a network error)
 is retried with exponential backoff. Each dvc command runs under `flows/supervise.py`: a cancel or a
 crash of the flow ends the stage's whole process group and checks the stage's outputs out again; on a
 cancel, its uncached outputs (reports), which DVC deleted before running it, are put back from a copy.
+
+What a run costs beyond the stages themselves (issue 16): the stage graph is read from DVC once per change of
+`dvc.yaml` or `params.yaml` and kept in `.mapwise/stage-graph.json` (reading DVC's index parses dvc.lock, ~1 s),
+and the status is asked of DVC in-process (a `dvc status` process spends ~0.5 s starting Python and DVC).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import dvc as dvc_package
 import networkx as nx
 import yaml
+from dvc.exceptions import DvcException
 from dvc.repo import Repo
 from prefect import get_client, get_run_logger, task
 from prefect.concurrency.sync import concurrency
@@ -37,6 +43,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.urls import url_for
 
 from flows.supervise import run_supervised
+from mapwise.atomic import write_json
 from mapwise.errors import MapwiseError
 from mapwise.overrides import restored_if_stopped
 from mapwise.params import OrchestrateParams
@@ -58,7 +65,8 @@ class StageFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Graph:
-    """What a run needs of `dvc.yaml`, read once: the stages in an order DVC can run them (ties in file order),
+    """What a run needs of `dvc.yaml`, read once: the stages in an order DVC can run them (the gate's upstream and the
+    gate first, so that a new batch's decision does not wait for stages it does not need; ties in file order),
     each one's upstream stages and uncached outputs (reports, metrics, plots: DVC holds no copy), and every dep."""
 
     order: list[str]
@@ -70,13 +78,58 @@ class Graph:
         return [path for verb in self.order for path in self.uncached[verb]]
 
 
+GRAPH_CACHE = Path(".mapwise/stage-graph.json")
+_GRAPH_FORMAT = 2
+GATE = "promote"  # the stage that decides on promotion: what it needs runs first
+
+
+def _graph_key(root: Path) -> str:
+    """What the graph is read from: dvc.yaml, the params it interpolates, and the DVC that reads them.
+
+    `.dvc` files (tracked batches) add no stage with a command and no dependency, so they do not count.
+    """
+    digest = hashlib.sha256(f"{_GRAPH_FORMAT}:{dvc_package.__version__}".encode())
+    for name in ("dvc.yaml", "params.yaml"):
+        path = root / name
+        digest.update(name.encode() + (path.read_bytes() if path.exists() else b"-"))
+    return digest.hexdigest()
+
+
 def stage_graph(root: Path) -> Graph:
-    """The pipeline of `dvc.yaml` as DVC reads it."""
+    """The pipeline of `dvc.yaml` as DVC reads it; read once per change of dvc.yaml or params.yaml."""
+    cache, key = root / GRAPH_CACHE, _graph_key(root)
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            g = saved["graph"]
+            return Graph(order=g["order"], upstream={k: set(v) for k, v in g["upstream"].items()},
+                         uncached={k: [Path(p) for p in v] for k, v in g["uncached"].items()},
+                         deps=[Path(p) for p in g["deps"]])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # none yet, or unreadable: read it from DVC
+    graph = _read_graph(root)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, {"key": key, "graph": {
+            "order": graph.order, "upstream": {k: sorted(v) for k, v in graph.upstream.items()},
+            "uncached": {k: [str(p) for p in v] for k, v in graph.uncached.items()}, "deps": [str(p) for p in graph.deps]}})
+    except OSError:
+        pass  # a read-only checkout: read it each time
+    return graph
+
+
+def _read_graph(root: Path) -> Graph:
     repo = Repo(str(root))
     try:
         graph = repo.index.graph  # edges run from a stage to what it depends on
         rank = {stage: i for i, stage in enumerate(repo.index.stages)}
-        ordered = [s for s in nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: rank[s]) if s.cmd]
+        gate = next((s for s in repo.index.stages if s.addressing == GATE), None)
+        needed = {gate, *nx.descendants(graph, gate)} if gate is not None else set()
+
+        def key(stage) -> tuple[bool, int]:  # what the gate needs first: a new batch gets its decision sooner
+            return stage not in needed, rank[stage]
+
+        ordered = [s for s in nx.lexicographical_topological_sort(graph.reverse(), key=key) if s.cmd]
         return Graph(
             order=[s.addressing for s in ordered],
             upstream={s.addressing: {u.addressing for u in nx.descendants(graph, s) if u.cmd} for s in ordered},
@@ -134,6 +187,18 @@ def _stage_env() -> dict[str, str]:
     return env
 
 
+def dvc_status(verb: str, root: str) -> dict:
+    """DVC's status of the repository (what `dvc status --json` prints), asked in this process; StageFailed if DVC fails."""
+    try:
+        repo = Repo(root)
+        try:
+            return repo.status()
+        finally:
+            repo.close()
+    except DvcException as err:
+        raise StageFailed(verb, f"dvc status: {err}", None) from None
+
+
 def _transient(task, task_run, state) -> bool:
     """Retry unless the stage said its input is wrong."""
     return not getattr(state.data, "permanent", False)
@@ -156,7 +221,7 @@ def dvc(verb: str, args: list[str], root: str, restore: list[str] | None = None)
 @task(retry_condition_fn=_transient, log_prints=True)
 def changed_stages(root: str) -> set[str]:
     """The stages `dvc status` finds changed: their code, data, params or outputs differ from dvc.lock."""
-    status = json.loads(dvc("status", ["status", "--json"], root).stdout.strip() or "{}")
+    status = dvc_status("status", root)
     print(f"changed since dvc.lock: {', '.join(sorted(status)) or 'nothing'}")
     return set(status)
 
@@ -184,7 +249,7 @@ def run_stage(verb: str, root: str, up_to_date: bool = False, uncached: list[Pat
 @task(log_prints=True)
 def verify(root: str, stages: list[str]) -> None:
     """After a run that changed something: `dvc status` must find every stage up to date."""
-    status = json.loads(dvc("verify", ["status", "--json"], root).stdout.strip() or "{}")
+    status = dvc_status("verify", root)
     stale = sorted(set(status) & set(stages))
     if stale:
         raise StageFailed("verify", f"after the run, dvc status still finds {', '.join(stale)} changed "

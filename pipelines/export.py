@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from mapwise.atomic import replacing_folder
-from mapwise.serving.bundle import MODEL_FILE, write_bundle
+from mapwise.serving.bundle import MODEL_FILE, NETWORK_FILE, write_bundle
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.training import load_network, network_hparams
@@ -92,6 +92,7 @@ def stage(params: Params) -> None:
                 "metrics": _metrics(evaluation, name, trained.get(name, {})),
             }
             write_bundle(build, metadata, items, customer_table(events, split.items, net.max_len))
+            shutil.copyfile(path, build / NETWORK_FILE)  # the weights a warm start fine-tunes (`train.init_from`)
         print(f"export {name}: {folder / MODEL_FILE} ({report[name]['onnx_bytes'] / 1e6:.1f} MB), parity max |diff| "
               f"{parity.max_abs_diff:.2g}, top-10 agreement {parity.top10_agreement:.1%} on {parity.customers} customers")
     write_json(p.report, report)

@@ -1,4 +1,10 @@
-"""DVC stage `train`: fit each sequence model on the split, select on validation, refit (params: train, tracking)."""
+"""DVC stage `train`: fit each sequence model on the split, select on validation, refit (params: train, tracking).
+
+With `train.init_from` (a registered version: the retrain flow sets it to the champion), each model starts
+from that version's weights, its item table extended to the split's items; a version that cannot be used
+(missing, without weights, another architecture or other sizes) is said in one line and the model trains
+from scratch.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +28,13 @@ from mapwise.recommend.models.training import (  # noqa: E402
     train_model,
 )
 from mapwise.params import Params  # noqa: E402
+from mapwise.recommend.models.warm_start import WarmStart, load_warm_start  # noqa: E402
 from mapwise.recommend.split import load_split, require_trainable  # noqa: E402
-from mapwise.tracking import flow_run_tags, mlflow_logger  # noqa: E402
+from mapwise.tracking import flow_run_tags, mlflow_logger, tracking_uri  # noqa: E402
 from pipelines._stage import lineage, run, write_json  # noqa: E402
 
 CHECKPOINTS = Path(".mapwise/checkpoints")
+WARM_START_CACHE = Path(".mapwise/warm-start")  # registered versions downloaded to start from
 
 
 def _plot(r: TrainResult, path: Path) -> None:
@@ -48,8 +56,8 @@ def _plot(r: TrainResult, path: Path) -> None:
 
 
 @rank_zero_only
-def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], run_ids: dict, out_dir: Path,
-                   plots_dir: Path, report: Path) -> None:
+def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], run_ids: dict, starts: dict,
+                   out_dir: Path, plots_dir: Path, report: Path) -> None:
     summary = {}
     plots_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
@@ -65,6 +73,7 @@ def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], r
             "seconds": round(r.seconds, 1),
             "reused": r.reused,
             "run_id": run_ids[r.name],
+            **starts.get(r.name, {}),
         }
         if refit:
             export_network(refit.checkpoint, out_dir / f"{r.name}.pt")
@@ -82,24 +91,36 @@ def _write_outputs(results: list[TrainResult], refits: dict[str, RefitResult], r
               f"{s['steps']}/{s['budget_steps']}, {s['stop_reason']}{refit}; {s['seconds']} s)")
 
 
+def warm_start(params: Params, name: str, split) -> tuple[WarmStart | None, dict]:
+    """The weights `name` starts from (None: from scratch) and what the report says of it; a fallback is printed."""
+    p = params.train.for_model(name)
+    if p.init_from is None:
+        return None, {}
+    init, why = load_warm_start(tracking_uri(params.tracking), p.init_from, name, p.model, split.items,
+                                WARM_START_CACHE, seed=p.seed)
+    print(f"train {name}: {why}" if init else f"train {name}: from scratch: {p.init_from} not used: {why}")
+    return init, {"init_from": init.source if init else None, "warm_start": why}
+
+
 def stage(params: Params) -> None:
     split = load_split(params.split.out_dir)
     require_trainable(split)  # one line saying why, before any MLflow run is opened
     tags = {"mapwise.stage": "train", **lineage(params.split.out_dir), **flow_run_tags()}
-    results, refits, run_ids = [], {}, {}
+    results, refits, run_ids, starts = [], {}, {}, {}
     for name in params.train.models:
         p = params.train.for_model(name)
+        init, starts[name] = warm_start(params, name, split)
         logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})
         logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models", "per_model"}),
-                                **p.model.model_dump()})
-        result = train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty())
+                                **p.model.model_dump(), "warm_start": starts[name].get("warm_start", "none")})
+        result = train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty(), init=init)
         logger.log_hyperparams({"best_step": result.best_step, "stop_reason": result.stop_reason})
         if p.refit:
-            refits[name] = refit_model(result, split, p, work_dir=CHECKPOINTS, progress=sys.stderr.isatty())
+            refits[name] = refit_model(result, split, p, work_dir=CHECKPOINTS, progress=sys.stderr.isatty(), init=init)
             logger.log_hyperparams({"refit_steps": refits[name].steps})
         results.append(result)
         run_ids[name] = logger.run_id
-    _write_outputs(results, refits, run_ids, params.train.out_dir, params.evaluate.plots_dir / "train", params.train.report)
+    _write_outputs(results, refits, run_ids, starts, params.train.out_dir, params.evaluate.plots_dir / "train", params.train.report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,6 +151,11 @@ class TrainParams(Fitting):
     lr_schedule: Literal["inverse_sqrt", "constant"] = Field(
         "inverse_sqrt", description="after the warm-up: decay as 1/sqrt(step), or stay")
     refit: bool = Field(True, description="after selection, retrain on training + validation for the chosen steps")
+    init_from: str | None = Field(None, pattern=r"^models:/[^/@]+(/[0-9]+|@[A-Za-z0-9_-]+)$", description=(
+        "warm start: fine-tune from this registered version's weights (models:/<name>/<version> or "
+        "models:/<name>@<alias>), its item table extended to the split's items; null = from scratch. The retrain "
+        "flow sets it (orchestrate.warm_start); a version that lacks weights or is another architecture or size "
+        "is not used: the model trains from scratch and the reason is logged"))
     seed: int = 42
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -329,6 +334,17 @@ class ScoreParams(_Section):
     out: Path = Path("data/audience/recommendations.parquet")
 
 
+class WarmStartParams(_Section):
+    """The retrain flow (a batch arrived): fine-tune the champion's architecture from its weights instead of training
+    every model from scratch; the scheduled run (`pipeline/scheduled`) still trains every model from scratch."""
+
+    enabled: bool = Field(True, description="false = a batch arriving retrains every model from scratch too")
+    max_steps: int = Field(50, ge=1, description="fine-tuning budget in optimizer steps (train.max_steps for the run)")
+    val_every_steps: int = Field(25, ge=1, description="validation interval while fine-tuning")
+    patience: int = Field(2, ge=1, description="validations without a gain before fine-tuning stops")
+    warmup_steps: int = Field(10, ge=1, description="learning-rate warm-up while fine-tuning")
+
+
 class OrchestrateParams(_Section):
     """Prefect flows (`flows/`), their deployments (`deploy/serve_flows.py`) and the local stack (`make up`)."""
 
@@ -349,6 +365,7 @@ class OrchestrateParams(_Section):
     record: bool = Field(True, description="record each run that changed something as a DVC experiment (`dvc exp save`): "
                          "the commit its registered model versions point at")
     push: bool = Field(True, description="`dvc push` to the default remote after each run that changed something")
+    warm_start: WarmStartParams = WarmStartParams()
     retries: int = Field(2, ge=0, description="retries of a stage that failed for a transient reason")
     retry_delay_seconds: float = Field(10, ge=0, description="first retry delay; it doubles on each retry")
     prefect_port: int = Field(4200, ge=1, le=65535)

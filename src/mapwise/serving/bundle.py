@@ -7,6 +7,8 @@
   item bought (repeat reasons, exclusion).
 - `query.onnx`, `item_vectors.npy` (dot-product models only, optional): the history's representation and
   the items' embedding and bias, for approximate nearest-neighbour retrieval (see `retrieval`).
+- `network.pt` (optional; bundles exported before it was added lack it): the network's weights and
+  shape as the train stage saved them (tensors and plain values only), what a warm start fine-tunes.
 
 The registry stores the same files as an MLflow ONNX model (the extras under `extra_files/`);
 `load_bundle` reads either layout.
@@ -33,8 +35,10 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"
+NETWORK_FILE = "network.pt"
 EXTRA_FILES = (METADATA_FILE, ITEMS_FILE, CUSTOMERS_FILE)
-OPTIONAL_FILES = (QUERY_FILE, VECTORS_FILE)  # both or neither
+RETRIEVAL_FILES = (QUERY_FILE, VECTORS_FILE)  # both or neither
+OPTIONAL_FILES = (*RETRIEVAL_FILES, NETWORK_FILE)
 RECENT_POPULARITY = "recent_popularity"
 RECENT = "recent"
 PURCHASED = "purchased"
@@ -49,7 +53,7 @@ def write_bundle(folder: Path, metadata: dict, items: pl.DataFrame, customers: p
 
 def bundle_files(folder: Path) -> dict[str, Path]:
     """The bundle's files, whether laid out flat or as an MLflow model (extras under extra_files/); the optional
-    retrieval files only when present."""
+    files (the retrieval pair, the network weights) only when present."""
     found = {}
     for name in (MODEL_FILE, *EXTRA_FILES, *OPTIONAL_FILES):
         for candidate in (folder / name, folder / "extra_files" / name):
@@ -59,8 +63,8 @@ def bundle_files(folder: Path) -> dict[str, Path]:
         else:
             if name not in OPTIONAL_FILES:
                 raise MapwiseError(f"{folder}: not a model bundle (no {name})")
-    if len(found.keys() & set(OPTIONAL_FILES)) == 1:
-        raise MapwiseError(f"{folder}: {' and '.join(OPTIONAL_FILES)} come together; one is missing")
+    if len(found.keys() & set(RETRIEVAL_FILES)) == 1:
+        raise MapwiseError(f"{folder}: {' and '.join(RETRIEVAL_FILES)} come together; one is missing")
     return found
 
 

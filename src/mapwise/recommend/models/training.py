@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -43,6 +44,9 @@ from mapwise.recommend.models.targets import NextItems
 from mapwise.params import ModelParams, TrainParams
 from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split, require_trainable
 from mapwise.lightning_noise import quiet_lightning
+
+if TYPE_CHECKING:
+    from mapwise.recommend.models.warm_start import WarmStart
 
 
 @dataclass
@@ -164,14 +168,17 @@ def step_budget(p: TrainParams, steps_per_epoch: int) -> tuple[int, int]:
     return -(-budget // interval) * interval, interval
 
 
-def build_module(name: str, split: Split, p: TrainParams) -> RecommenderModule:
-    """A fresh module for `name` with the model's own params (`TrainParams.for_model`)."""
+def build_module(name: str, split: Split, p: TrainParams, init: WarmStart | None = None) -> RecommenderModule:
+    """A fresh module for `name` with the model's own params (`TrainParams.for_model`); `init`: its starting weights."""
     popularity = split.items.sort(ITEM_IDX)[POPULARITY].to_list() if p.negative_alpha else None
-    return RecommenderModule(
+    module = RecommenderModule(
         name, split.n_items, p.model.model_dump(), p.lr, p.weight_decay, p.optimizer, momentum=p.momentum, loss=p.loss,
         negatives=p.negatives, negative_alpha=p.negative_alpha, gbce_t=p.gbce_t, warmup_steps=p.warmup_steps,
         lr_schedule=p.lr_schedule, popularity=[0, *popularity] if popularity else None,
     )
+    if init is not None:
+        module.net.load_state_dict(init.state)
+    return module
 
 
 def training_examples(module: RecommenderModule, train: pl.DataFrame, p: TrainParams) -> NextItems:
@@ -207,16 +214,18 @@ def train_model(
     logger: Logger | bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    init: WarmStart | None = None,
 ) -> TrainResult:
     """Fit `name` on the split's training interactions until validation NDCG plateaus or the budget runs out.
 
     `p` are the model's own params (`TrainParams.for_model`). The checkpoint kept is the best on validation.
     A split too small to learn from (one item, no sequence, no validation customer) is refused in one line.
+    `init`: start from these weights (a warm start, `warm_start.load_warm_start`) instead of random ones.
     """
     require_trainable(split)
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
-    ckpt_dir = work_dir / f"{name}-{config_hash(name, split.train, split.n_items, p)}"
+    ckpt_dir = work_dir / f"{name}-{config_hash(name, split.train, split.n_items, p, *_init_key(init))}"
     finished = ckpt_dir / "finished.json"
     if finished.exists():  # trained to the end (or stopped at a plateau) before: resuming would train on past the stop
         try:
@@ -226,7 +235,7 @@ def train_model(
                                saved["curve"], reused=True)
         except (OSError, ValueError, KeyError, TypeError):
             raise MapwiseError(f"{finished}: unreadable; delete {ckpt_dir} to train afresh") from None
-    module = build_module(name, split, p)
+    module = build_module(name, split, p, init)
     examples = training_examples(module, split.train, p)
     train = training_batches(examples, p)
     budget, interval = step_budget(p, len(train))
@@ -275,19 +284,21 @@ def refit_model(
     work_dir: Path,
     logger: Logger | bool = False,
     progress: bool = True,
+    init: WarmStart | None = None,
 ) -> RefitResult:
     """Retrain the selected model from scratch on everything before the test (training + validation windows).
 
     It trains for the steps validation chose, scaled by how many more examples there are: the same
     number of passes over the data, with the same seed and schedule. No validation is left to watch.
+    A warm-started model (`init`) is refitted from the same starting weights.
     """
     require_trainable(split)
     L.seed_everything(p.seed, workers=True, verbose=False)
     start = time.perf_counter()
-    module = build_module(selected.name, split, p)
+    module = build_module(selected.name, split, p, init)
     before, examples = len(training_examples(module, split.train, p)), training_examples(module, split.refit, p)
     steps = max(1, round(max(selected.best_step, 1) * len(examples) / max(before, 1)))
-    ckpt_dir = work_dir / f"{selected.name}-{config_hash(selected.name, split.refit, split.n_items, p, steps)}-refit"
+    ckpt_dir = work_dir / f"{selected.name}-{config_hash(selected.name, split.refit, split.n_items, p, steps, *_init_key(init))}-refit"
     checkpoint = ckpt_dir / "refit.ckpt"
     if checkpoint.exists():
         _step(checkpoint)  # refuses a file that is not only weights
@@ -302,6 +313,11 @@ def refit_model(
     if trainer.is_global_zero:
         partial.replace(checkpoint)
     return RefitResult(selected.name, steps, len(examples), time.perf_counter() - start, checkpoint)
+
+
+def _init_key(init: WarmStart | None) -> tuple:
+    """What identifies a warm start in a checkpoint folder's hash (nothing for a start from scratch)."""
+    return () if init is None else ("init", init.source, init.digest)
 
 
 def selected_network(out_dir: Path, name: str) -> Path:
@@ -325,6 +341,12 @@ def load_network(path: Path) -> SequenceRecommender:
         net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
         net.load_state_dict(saved["state_dict"])
     return net.eval()
+
+
+def saved_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a network saved by `export_network`."""
+    with _weights_only(path, "network file"):
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
 
 
 def network_hparams(path: Path) -> dict:
