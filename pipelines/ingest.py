@@ -1,5 +1,5 @@
 """DVC stage `ingest`: map the raw sources into validated canonical tables, leaving out forgotten customers
-(params: ingest, privacy.forget_log)."""
+(params: ingest, privacy.forget_log); on a Dask cluster with `ingest.engine: dask`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise.atomic import replacing_folder
+from mapwise.sources.cluster import partition_executor
 from mapwise.sources.ingest import PARQUET_OPTIONS, Limits, ingest
 from mapwise.sources.mapping.spec import load_mapping
 from mapwise.params import Params
@@ -26,8 +27,9 @@ def _write_tables(folder: Path, frames: dict[str, pl.DataFrame]) -> None:
 def stage(params: Params) -> None:
     p = params.ingest
     mappings = [load_mapping(p.mappings_dir / f"{name}.yaml") for name in p.sources]
-    result = ingest(p.raw_dir, mappings, load_key(p.key_file), Limits.of(p), p.batches_dir,
-                    forgotten(params.privacy.forget_log))
+    with partition_executor(p.dask if p.engine == "dask" else None) as executor:
+        result = ingest(p.raw_dir, mappings, load_key(p.key_file), Limits.of(p), p.batches_dir,
+                        forgotten(params.privacy.forget_log), executor=executor)
     with replacing_folder(p.canonical_dir) as canonical:  # both folders built whole, then swapped in
         _write_tables(canonical, result.tables)
         with replacing_folder(p.quarantine_dir) as quarantine:

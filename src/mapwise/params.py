@@ -18,6 +18,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DaskParams(_Section):
+    """`ingest.dask`: the Dask cluster that maps partitions when `ingest.engine` is dask."""
+
+    address: str | None = Field(None, description="scheduler of a running cluster (tcp://host:8786); null starts a "
+                                "LocalCluster on this machine for the stage")
+    workers: int = Field(2, ge=1, description="LocalCluster worker processes (ignored with an address)")
+    threads_per_worker: int = Field(1, ge=1, description="LocalCluster threads per worker (ignored with an address)")
+    memory_limit: str = Field("auto", description="LocalCluster memory per worker, e.g. 4GiB; auto = the machine's "
+                              "memory shared among the workers")
+    connect_timeout_s: float = Field(30, gt=0, description="how long to wait for the scheduler at `address`")
+
+
 class IngestParams(_Section):
     """`ingest`: which sources to map, from where, into where."""
 
@@ -33,6 +45,9 @@ class IngestParams(_Section):
                                                          "and against decompression bombs")
     chunk_mb: float = Field(64, gt=0, description="delimited files are read (and decompressed) this many MiB at a "
                             "time, each chunk an independent partition: a bound on memory that changes no result")
+    engine: Literal["local", "dask"] = Field("local", description="where chunks are mapped and checked: in the "
+                                             "stage's process, or on the Dask cluster of `dask` (same results)")
+    dask: DaskParams = DaskParams()
     future_tolerance_days: float = Field(1, ge=0, description="timestamps later than the time of ingestion plus this "
                                                                "are quarantined")
     min_timestamp: datetime = Field(datetime(1900, 1, 1, tzinfo=UTC), description="earlier timestamps are quarantined "

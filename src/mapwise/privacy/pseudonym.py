@@ -8,7 +8,6 @@ pseudonym cannot be linked back to the raw id, nor recomputed from it.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 import time

@@ -8,6 +8,8 @@ already read (same sha256) is skipped and reported, not counted twice.
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ import pandera.errors as pa_errors
 import polars as pl
 
 from mapwise import columns as c
+from mapwise.sources.cluster import in_flight
 from mapwise.sources.contracts import CONTRACTS, NOT_AFTER, NOT_BEFORE, QUARANTINE_SCHEMA, Contract, TraitSpec, traits_contract
 from mapwise.errors import MapwiseError
 from mapwise.sources.mapping.apply import QUARANTINE_COLUMNS, REDACTED, map_file
@@ -325,19 +328,46 @@ class _Clock:
             self.seconds[step] = self.seconds.get(step, 0.0) + spent
 
 
+def map_chunk(
+    data: bytes, offset: int, *, path: Path, mapping: Mapping, label: str, file_id: str,
+    hmac_key: bytes | Pseudonymiser, limits: Limits,
+) -> Partition:
+    """One chunk of a file's content (`chunks`) parsed, mapped and checked: what a worker does. (Not `key`:
+    Dask's submit takes that name for itself.)"""
+    start = time.perf_counter()
+    raw = shifted(read_raw(path, data, mapping.read, limits.max_bytes), offset)
+    del data
+    parsed = time.perf_counter() - start
+    part = ingest_partition(raw, mapping, path=path, label=label, file_id=file_id, key=hmac_key, limits=limits)
+    part.seconds["parse"] = part.seconds.get("parse", 0.0) + parsed
+    return part
+
+
 def ingest_source(
     files: list[tuple[Path, str]], mapping: Mapping, key: bytes, seen: dict[str, str], limits: Limits,
     forgotten: frozenset[str] = frozenset(), timings: dict[str, float] | None = None,
+    executor: Executor | None = None,
 ) -> tuple[dict, dict, dict]:
     """One source's files (path, label) mapped and checked: accepted and quarantined rows per table, and a report.
 
-    Each file is read as a stream, in chunks of `limits.chunk_bytes` (each an independent Partition). The
-    report counts, per file and in all, the records whose structure could not be parsed (`broken`), and why
-    (`broken_reasons`). `timings`, when given, gets the seconds spent per step added.
+    Each file is read as a stream, in chunks of `limits.chunk_bytes` (each an independent Partition), mapped
+    here or, given an `executor` (see `cluster`), on its workers, a few chunks in flight at a time; either way
+    the partitions are merged in file and line order. The report counts, per file and in all, the records whose
+    structure could not be parsed (`broken`), and why (`broken_reasons`). `timings`, when given, gets the
+    seconds spent per step added (on a cluster, the workers' seconds).
     """
     files_report, parts = [], []
     clock = _Clock()
-    pseudonymise = Pseudonymiser(key)  # each distinct id hashed once across the source's chunks
+    pseudonymise = Pseudonymiser(key)  # each distinct id hashed once across the source's chunks (in process)
+    pending: deque[tuple[dict, Future]] = deque()
+    window = in_flight(executor)
+
+    def collect(entry: dict, part: Partition) -> None:
+        clock.add(part.seconds)
+        parts.append(part)
+        entry["rows"] += part.rows_read
+        entry["broken"] += part.broken.height
+
     for path, label in steps(files, f"ingest {mapping.name}"):
         digest = digest_of(path, limits.max_bytes)
         clock.tick("hash_file")
@@ -345,19 +375,22 @@ def ingest_source(
             files_report.append({"path": label, "sha256": digest, "status": f"skipped: same content as {seen[digest]}"})
             continue
         seen[digest] = label
-        rows, broken = 0, 0
+        entry = {"path": label, "sha256": digest, "status": "ingested", "rows": 0, "broken": 0}
+        files_report.append(entry)
+        where = {"path": path, "mapping": mapping, "label": label, "file_id": digest[:12], "limits": limits}
         for chunk in chunks(path, mapping.read, limits.max_bytes, limits.chunk_bytes):
             clock.tick("read_decompress")
-            raw = shifted(read_raw(path, chunk.data, mapping.read, limits.max_bytes), chunk.offset)
+            if executor is None:
+                collect(entry, map_chunk(chunk.data, chunk.offset, hmac_key=pseudonymise, **where))
+            else:
+                pending.append((entry, executor.submit(map_chunk, chunk.data, chunk.offset, hmac_key=key, **where)))
+                while len(pending) >= window:
+                    collect(*_result(pending.popleft()))
             del chunk
-            clock.tick("parse")
-            part = ingest_partition(raw, mapping, path=path, label=label, file_id=digest[:12], key=pseudonymise,
-                                    limits=limits)
-            clock.add(part.seconds)
             clock.restart()
-            parts.append(part)
-            rows, broken = rows + part.rows_read, broken + part.broken.height
-        files_report.append({"path": label, "sha256": digest, "status": "ingested", "rows": rows, "broken": broken})
+    while pending:
+        collect(*_result(pending.popleft()))
+    clock.restart()
     accepted, quarantined, tables_report = merge_partitions(parts, mapping, forgotten)
     clock.tick("deduplicate")
     unparsed = pl.concat([part.broken for part in parts]) if parts else _empty_quarantine()
@@ -369,6 +402,10 @@ def ingest_source(
         for step, spent in clock.seconds.items():
             timings[step] = timings.get(step, 0) + spent
     return accepted, quarantined, report
+
+
+def _result(entry: tuple[dict, Future]) -> tuple[dict, Partition]:
+    return entry[0], entry[1].result()
 
 
 def declared_traits(mappings: list[Mapping]) -> dict[str, TraitSpec]:
@@ -401,10 +438,11 @@ def _conform(frames: list[pl.DataFrame], contract: Contract) -> pl.DataFrame:
 def ingest(
     raw_dir: Path, mappings: list[Mapping], key: bytes, limits: Limits, batches_dir: Path | None = None,
     forgotten: frozenset[str] = frozenset(), timings: dict[str, float] | None = None,
+    executor: Executor | None = None,
 ) -> IngestResult:
     """Map every source (raw files, then accepted batches) into the canonical tables; quarantine what the contracts
     reject; leave out the rows of `forgotten` customers (pseudonyms). `timings`, when given, gets the seconds
-    spent per step."""
+    spent per step; `executor` maps the chunks on a cluster (see `ingest_source`)."""
     seen: dict[str, str] = {}
     contracts = canonical_contracts(mappings)
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in contracts}
@@ -412,7 +450,7 @@ def ingest(
     sources_report = {}
     for mapping in mappings:
         files = find_files(raw_dir, mapping, batches_dir, limits.trusted)
-        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten, timings)
+        accepted, quarantined, report = ingest_source(files, mapping, key, seen, limits, forgotten, timings, executor)
         sources_report[mapping.name] = report
         for table in accepted:
             parts[table].append(accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False))
