@@ -72,10 +72,23 @@ def _flow_run(state):
         return c.read_flow_run(state.state_details.flow_run_id)
 
 
-def _task_runs(flow_run_id) -> dict[str, object]:
+def _task_runs(flow_run_id, timeout: float = 60) -> dict[str, object]:
+    """A finished flow run's task runs by name, once the server has recorded them all as final.
+
+    The server records task runs from events, a moment after the flow has returned: read until two reads agree
+    and every run is final.
+    """
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline, last = time.monotonic() + timeout, None
     with get_client(sync_client=True) as c:
-        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name: r for r in runs}
+        while True:
+            runs = {r.name: r for r in c.read_task_runs(flow_run_filter=flow_filter)}
+            seen = {name: (r.state_type, r.run_count, r.end_time) for name, r in runs.items()}
+            final = all(r.state is not None and r.state.is_final() and r.end_time is not None for r in runs.values())
+            if (final and seen == last) or time.monotonic() > deadline:
+                return runs
+            last = seen
+            time.sleep(0.5)
 
 
 def test_notify_and_watch_say_what_is_wrong_in_one_line(tmp_path, monkeypatch):
@@ -254,7 +267,7 @@ def test_two_runs_at_once_queue_instead_of_colliding_on_the_dvc_lock(repo):
     spans = []
     for state in states:
         tasks = _task_runs(state.state_details.flow_run_id).values()
-        assert all(t.run_count == 1 for t in tasks), "no stage needed a retry: they never met the DVC lock"
+        assert all(t.run_count == 1 for t in tasks), "a stage was retried: the runs met on the DVC lock instead of queueing"
         spans.append((min(t.start_time for t in tasks), max(t.end_time for t in tasks)))
     first, second = sorted(spans)
     assert first[1] <= second[0], "the second run's stages started after the first run's had all finished"

@@ -35,7 +35,7 @@ def test_path_fields_are_left_out():
     train = SCHEMA["$defs"]["TrainParamsOverrides"]["properties"]
     assert "max_epochs" in train and "out_dir" not in train and "report" not in train
     ingest = set(SCHEMA["$defs"]["IngestParamsOverrides"]["properties"])
-    assert ingest == {"sources", "max_file_mb", "future_tolerance_days", "min_timestamp"}  # no raw_dir, trusted_dirs
+    assert ingest == {"sources", "max_file_mb", "chunk_mb", "future_tolerance_days", "min_timestamp"}  # no raw_dir, trusted_dirs; no engine, dask
 
 
 def test_fields_keep_description_bounds_and_choices():

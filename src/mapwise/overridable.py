@@ -4,8 +4,8 @@ A Prefect flow taking `overrides: Overrides | None` gets a run form instead of f
 section, each field with its type, description, bounds and choices. Every field defaults to None, meaning
 "as in params.yaml" (so a value cannot be overridden *to* null); `dotted()` gives what was set, in the
 form `mapwise.params.with_overrides` takes. Where things live or run is not a per-run choice: the
-`orchestrate`, `tracking` and `serve` sections, every field whose type involves a `Path` and mappings
-(`train.per_model`) are left out.
+`orchestrate`, `tracking` and `serve` sections, every field whose type involves a `Path`, fields marked
+`NOT_PER_RUN` (`ingest.engine`, `ingest.dask`) and mappings (`train.per_model`) are left out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from mapwise.params import Params
+from mapwise.params import NOT_PER_RUN, Params
 
 NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve", "tune", "score"})  # not pipeline stages, or not per run
 
@@ -68,7 +68,8 @@ def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
     Mappings (`train.per_model`) are left out too: a form has plain inputs only.
     """
     fields = {name: _optional(f) for name, f in model.model_fields.items()
-              if not _mentions_path(f.annotation) and get_origin(f.annotation) is not dict}
+              if not _mentions_path(f.annotation) and get_origin(f.annotation) is not dict
+              and f.json_schema_extra != NOT_PER_RUN}
     return create_model(f"{model.__name__}Overrides", __base__=_Part, __doc__=model.__doc__, **fields)
 
 
