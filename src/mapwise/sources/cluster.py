@@ -10,6 +10,7 @@ shared cluster: `distributed.comm.require-encryption`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ def partition_executor(p: DaskParams | None) -> Iterator[Executor | None]:
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # worker start/stop chatter; failures still raise
+    # Each task carries its chunk's bytes (chunk_mb) on purpose: workers need no access to the raw files.
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if p.address:
         try:
             client = Client(p.address, timeout=p.connect_timeout_s)
