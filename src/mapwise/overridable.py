@@ -4,8 +4,8 @@ A Prefect flow taking `overrides: Overrides | None` gets a run form instead of f
 section, each field with its type, description, bounds and choices. Every field defaults to None, meaning
 "as in params.yaml" (so a value cannot be overridden *to* null); `dotted()` gives what was set, in the
 form `mapwise.params.with_overrides` takes. Where things live or run is not a per-run choice: the
-`orchestrate`, `tracking` and `serve` sections, every field whose type involves a `Path`, fields marked
-`NOT_PER_RUN` (`ingest.engine`, `ingest.dask`) and mappings (`train.per_model`) are left out.
+sections and fields of `NOT_OVERRIDABLE` (`orchestrate`, `tracking`, `serve`, `ingest.engine`...), every
+field whose type involves a `Path` and mappings (`train.per_model`) are left out.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from mapwise.params import NOT_PER_RUN, Params
+from mapwise.params import Params
 
-NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve", "tune", "score"})  # not pipeline stages, or not per run
+# Dotted names: not pipeline stages, or where a stage runs rather than what it computes.
+NOT_OVERRIDABLE = frozenset({"orchestrate", "tracking", "serve", "tune", "score", "ingest.engine", "ingest.dask"})
 
 
 def _set(data: Any) -> Any:
@@ -45,14 +46,15 @@ def _mentions_path(annotation: Any) -> bool:
     return annotation is Path or any(_mentions_path(arg) for arg in get_args(annotation))
 
 
-def _optional(field: FieldInfo) -> tuple[Any, FieldInfo]:
-    """The field made optional (default None), keeping its description, bounds and choices; a section recurses."""
+def _optional(field: FieldInfo, path: str) -> tuple[Any, FieldInfo]:
+    """The field at dotted `path` made optional (default None), keeping its description, bounds and choices; a
+    section recurses."""
     kind, description = field.annotation, field.description
     sections = [a for a in get_args(kind) if isinstance(a, type) and issubclass(a, BaseModel)]
     if len(sections) == 1 and type(None) in get_args(kind):  # an optional section (`propensity`): as the section
         kind = sections[0]
     if isinstance(kind, type) and issubclass(kind, BaseModel):  # a section (or train.model): its fields one by one
-        kind, description = _all_optional(kind), description or kind.__doc__
+        kind, description = _all_optional(kind, f"{path}."), description or kind.__doc__
     bounded = Annotated[kind, *field.metadata] if field.metadata else kind  # ge, lt, min_length...: on the value
     return bounded, Field(None, description=description, json_schema_extra=_no_default)
 
@@ -62,14 +64,14 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
+def _all_optional(model: type[BaseModel], prefix: str) -> type[BaseModel]:
     """`<Model>Overrides`: the model's fields not involving a Path, each optional; its docstring as description.
 
     Mappings (`train.per_model`) are left out too: a form has plain inputs only.
     """
-    fields = {name: _optional(f) for name, f in model.model_fields.items()
-              if not _mentions_path(f.annotation) and get_origin(f.annotation) is not dict
-              and f.json_schema_extra != NOT_PER_RUN}
+    fields = {name: _optional(f, prefix + name) for name, f in model.model_fields.items()
+              if prefix + name not in NOT_OVERRIDABLE and not _mentions_path(f.annotation)
+              and get_origin(f.annotation) is not dict}
     return create_model(f"{model.__name__}Overrides", __base__=_Part, __doc__=model.__doc__, **fields)
 
 
@@ -117,4 +119,4 @@ class _Base(BaseModel):
 with warnings.catch_warnings():  # the `register` section shadows pydantic's (ABC) classmethod `register`: harmless
     warnings.filterwarnings("ignore", message='Field name "register"')
     Overrides = create_model("Overrides", __base__=_Base, __doc__=_Base.__doc__, **{
-        name: _optional(field) for name, field in Params.model_fields.items() if name not in NOT_OVERRIDABLE})
+        name: _optional(field, name) for name, field in Params.model_fields.items() if name not in NOT_OVERRIDABLE})

@@ -14,9 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mapwise.errors import MapwiseError, describe, yaml_problem
 
 
-NOT_PER_RUN = {"per_run": False}  # a field's json_schema_extra: where a stage runs, not what it computes (no run override)
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,9 +46,8 @@ class IngestParams(_Section):
     chunk_mb: float = Field(64, gt=0, description="delimited files are read (and decompressed) this many MiB at a "
                             "time, each chunk an independent partition: a bound on memory that changes no result")
     engine: Literal["local", "dask"] = Field("local", description="where chunks are mapped and checked: in the "
-                                             "stage's process, or on the Dask cluster of `dask` (same results)",
-                                             json_schema_extra=NOT_PER_RUN)
-    dask: DaskParams = Field(DaskParams(), json_schema_extra=NOT_PER_RUN)
+                                             "stage's process, or on the Dask cluster of `dask` (same results)")
+    dask: DaskParams = DaskParams()
     future_tolerance_days: float = Field(1, ge=0, description="timestamps later than the time of ingestion plus this "
                                                                "are quarantined")
     min_timestamp: datetime = Field(datetime(1900, 1, 1, tzinfo=UTC), description="earlier timestamps are quarantined "
