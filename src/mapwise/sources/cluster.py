@@ -25,25 +25,32 @@ def partition_executor(p: DaskParams | None) -> Iterator[Executor | None]:
     if p is None:
         yield None
         return
+    with _client(p) as client, warnings.catch_warnings():
+        # Each task carries its chunk's bytes (chunk_mb) on purpose: workers need no access to the raw files.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        yield client.get_executor(pure=False)
+
+
+@contextmanager
+def _client(p: DaskParams):
+    """A Dask client of the scheduler at `p.address`, or of a LocalCluster started for the block."""
     import logging
 
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # worker start/stop chatter; failures still raise
-    # Each task carries its chunk's bytes (chunk_mb) on purpose: workers need no access to the raw files.
-    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if p.address:
         try:
             client = Client(p.address, timeout=p.connect_timeout_s)
         except (OSError, TimeoutError) as err:
             raise MapwiseError(f"ingest.dask.address: no Dask scheduler answered at {p.address} ({err})") from None
         with client:
-            yield client.get_executor(pure=False)
+            yield client
         return
     with (LocalCluster(n_workers=p.workers, threads_per_worker=p.threads_per_worker, processes=True,
                        dashboard_address=None, memory_limit=p.memory_limit) as cluster,
           Client(cluster) as client):
-        yield client.get_executor(pure=False)
+        yield client
 
 
 def in_flight(executor: Executor | None) -> int:
