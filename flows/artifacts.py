@@ -53,6 +53,9 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
     lines = [f"# Gate: {decision['action']} version {decision['challenger']}", "",
              f"**{decision['reason']}**", "",
              f"- champion before: version {decision['champion_before']}; after: version {decision['champion_after']}"]
+    selection = (registered or {}).get("selection") or (decision.get("figures") or {}).get("selection")
+    if selection:
+        lines[3:3] = [selection, ""]  # what serves and why, in one sentence, under the decision
     if not fresh:
         lines.append("- the promote stage was up to date: this decision was made by an earlier run")
     mlflow = client(params.tracking)
@@ -66,7 +69,9 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
     if decision.get("run_id"):
         lines.append(f"- the decision's MLflow run: {run_link(decision['run_id'])}")
     if registered:
-        lines.append(f"- registered from: {registered['model']} (validation NDCG@10 {registered['validation_ndcg@10']})")
+        score = registered["validation_ndcg@10"].get(registered.get("best_learned", registered["model"]))
+        lines.append(f"- registered from: {registered['model']} (best learned model: {registered.get('best_learned', '?')}, "
+                     f"validation NDCG@10 {score})")
     figures = decision.get("figures") or {}
     if "challenger" in figures:
         lines += ["", f"| | NDCG@{params.evaluate.headline_k} ({figures.get('variant')}) |", "| --- | --- |",

@@ -17,9 +17,10 @@ import polars as pl  # noqa: E402
 
 from mapwise.recommend.baselines import TooLarge, build_baseline  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
-from mapwise.recommend.evaluate import VARIANTS, before_refit, evaluate, network_scorer  # noqa: E402
+from mapwise.recommend.evaluate import VARIANTS, before_refit, cases, evaluate, network_scorer  # noqa: E402
+from mapwise.recommend.ranker.diagnostics import ranker_section  # noqa: E402
 from mapwise.recommend.models.training import load_network, selected_network  # noqa: E402
-from mapwise.params import Params  # noqa: E402
+from mapwise.params import RANKER, Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
 from mapwise.recommend.slices import customer_slices  # noqa: E402
 from mapwise.recommend.split import describe_split, load_split  # noqa: E402
@@ -69,6 +70,9 @@ def stage(params: Params) -> None:
     if params.train.refit and all(path.exists() for path in selected.values()):
         report["before_refit"] = before_refit(split, report, {n: network_scorer(load_network(f)) for n, f in selected.items()},
                                               ks=sorted(p.ks), headline_k=p.headline_k, bootstrap=p.bootstrap, seed=p.seed)
+    if RANKER in scorers:
+        ranker = load_network(params.train.out_dir / f"{RANKER}.pt")
+        report[RANKER] = ranker_section(ranker, cases(split), report, p.headline_k)
     if skipped:
         report["skipped_baselines"] = skipped
     report["split"] = describe_split(params.split)  # what the method used, nothing another method would have

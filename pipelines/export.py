@@ -1,15 +1,22 @@
-"""DVC stage `export`: each trained network to ONNX, parity-checked on real histories, bundled for serving (params: export)."""
+"""DVC stage `export`: each trained network to ONNX, parity-checked on real histories, bundled for serving (params: export).
+
+With `export.baselines`, every evaluate baseline is bundled too (a fixed-weight network over the last
+`export.baseline_max_len` purchases), so that the register stage can serve it when no learned model beats it."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from mapwise.atomic import replacing_folder
+from mapwise.recommend.baselines import TooLarge, build_baseline
+from mapwise.recommend.servable import servable
 from mapwise.serving.bundle import MODEL_FILE, NETWORK_FILE, write_bundle
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
@@ -52,6 +59,20 @@ def bundle_metadata(name: str, net: SequenceRecommender, top_k: int | None, pari
     }
 
 
+def baseline_networks(params: Params, split) -> dict[str, torch.nn.Module]:  # noqa: ANN001 - a Split
+    """Every evaluate baseline, fitted as the evaluate stage fits it, as a servable network (too large: left out)."""
+    e, nets = params.evaluate, {}
+    history = split.refit if params.train.refit else split.train
+    for name in e.baselines:
+        baseline = build_baseline(name, popularity_window_days=e.popularity_window_days, knn_neighbours=e.knn_neighbours,
+                                  recency_half_life=e.recency_half_life, ease_l2=e.ease_l2, ease_max_items=e.ease_max_items)
+        try:
+            nets[name] = servable(name, baseline.fit(history, split.n_items), params.export.baseline_max_len)
+        except TooLarge as err:
+            print(f"export: baseline {name} not bundled: {err}")
+    return nets
+
+
 def stage(params: Params) -> None:
     p = params.export
     split = load_split(params.split.out_dir)
@@ -65,11 +86,25 @@ def stage(params: Params) -> None:
     if not sample:
         sample = [np.asarray(h) for h in split.valid.head(p.parity_customers)[HISTORY].to_list()]
     versions = lineage(params.split.out_dir)
-    report = {}
+    report, networks = {}, {}
     for name in params.train.models:
         path = params.train.out_dir / f"{name}.pt"
         if not path.exists():
             raise MapwiseError(f"{path}: not found; run the train stage first")
+        networks[name] = path
+    with tempfile.TemporaryDirectory(prefix="mapwise-baselines-") as saved:
+        for name, net in (baseline_networks(params, split) if p.baselines else {}).items():
+            net.save(path := Path(saved) / f"{name}.pt")  # the bundle's network.pt, as for the trained networks
+            networks[name] = path
+        _export_all(params, networks, items, events, split, sample, trained, evaluation, versions, report)
+    write_json(p.report, report)
+
+
+def _export_all(params: Params, networks: dict[str, Path], items: pl.DataFrame, events: pl.DataFrame, split,  # noqa: ANN001
+                sample: list[np.ndarray], trained: dict, evaluation: dict, versions: dict, report: dict) -> None:
+    """Export, check and bundle each network in turn; the first that fails its parity check stops the stage."""
+    p = params.export
+    for name, path in networks.items():
         net = load_network(path)
         top_k = None if p.top_k is None else min(p.top_k, net.n_items)  # a catalogue smaller than K: all of it
         folder = p.out_dir / name
@@ -95,7 +130,6 @@ def stage(params: Params) -> None:
             shutil.copyfile(path, build / NETWORK_FILE)  # the weights a warm start fine-tunes (`train.init_from`)
         print(f"export {name}: {folder / MODEL_FILE} ({report[name]['onnx_bytes'] / 1e6:.1f} MB), parity max |diff| "
               f"{parity.max_abs_diff:.2g}, top-10 agreement {parity.top10_agreement:.1%} on {parity.customers} customers")
-    write_json(p.report, report)
 
 
 def main(argv: list[str] | None = None) -> int:

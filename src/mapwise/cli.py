@@ -17,6 +17,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mapwise import columns as c
@@ -244,7 +245,7 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Every registered version: aliases, architecture, gate decision and lineage."""
     from datetime import UTC, datetime
 
-    from mapwise.registry import versions
+    from mapwise.registry import SELECTION_TAG, versions
 
     params = load_params(params_file)
     name = params.register.model_name
@@ -259,6 +260,10 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
                     t.get("gate.decision", "–"),
                     t.get("data_version", "?")[:8], t.get("git_commit", "?")[:7])
     console.print(out)
+    champion = next((v for v in versions(params.tracking, name) if "champion" in v["aliases"]), None)
+    if champion and champion["tags"].get(SELECTION_TAG):
+        console.print(f"Champion, version {champion['version']}: {escape(champion['tags'][SELECTION_TAG])}", soft_wrap=True,
+                      highlight=False)
     console.print("Gate reasons and figures: reports/promote.json, and the MLflow runs tagged mapwise.stage=promote.")
 
 

@@ -1,5 +1,8 @@
 """The promotion gate: the challenger becomes champion only when it beats the champion on the same test data.
 
+A learned model that did not beat the best baseline of its run (the register stage's verdict, a version tag)
+is refused whatever the champion; the register stage registers that baseline in its place.
+
 Both versions are loaded from the registry as ONNX bundles and rank the current split's test window
 (mapped through item ids, so a champion trained on another item index is judged fairly). The
 challenger needs a headline NDCG gain of at least `promote.margin`, and may not lose more than
@@ -20,7 +23,17 @@ from mapwise.recommend.evaluate import Scorer, cases, evaluate_case, item_popula
 from mapwise.serving.inference import INPUT, SCORES
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
-from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download, forgotten_in
+from mapwise.registry import (
+    BEATS_BASELINE_TAG,
+    CHALLENGER,
+    CHAMPION,
+    SELECTION_TAG,
+    Decision,
+    alias_version,
+    client,
+    download,
+    forgotten_in,
+)
 from mapwise.recommend.split import ITEM_IDX, Split
 from mapwise.tracking import tracking_uri
 
@@ -99,14 +112,20 @@ def gate(
         raise MapwiseError(f"'{model_name}' has no version {challenger}") from None
     champion = alias_version(cl, model_name, CHAMPION)
     decision = Decision("refuse", model_name, challenger, champion, champion, "")
+    if tags.get(SELECTION_TAG):
+        decision.figures["selection"] = tags[SELECTION_TAG]
     if challenger == champion:
         decision.action, decision.reason = "keep", f"version {challenger} is already the champion"
     elif tags.get("parity") != "passed":
         decision.reason = f"version {challenger} did not pass the ONNX parity check"
+    elif tags.get(BEATS_BASELINE_TAG) == "false" and not force:
+        decision.reason = (f"version {challenger} ({tags.get('model')}) does not beat the best baseline of its run on the "
+                           f"test window: {tags.get(SELECTION_TAG)}")
     elif force:
         decision.action, decision.champion_after, decision.reason = "force", challenger, "promoted by hand, gate skipped"
     elif champion is None:
-        decision.action, decision.champion_after, decision.reason = "promote", challenger, "no champion yet"
+        decision.action, decision.champion_after, decision.reason = "promote", challenger, (
+            "no champion yet" + (f"; {tags[SELECTION_TAG]}" if tags.get(BEATS_BASELINE_TAG) == "is_baseline" else ""))
     elif why := forgotten_in(cl, model_name, champion, challenger):
         decision.action, decision.champion_after, decision.reason = "promote", challenger, why
     else:

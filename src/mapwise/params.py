@@ -99,6 +99,35 @@ class ModelParams(_Section):
 
 
 ModelName = Literal["gru", "caser", "sasrec", "repeatnet"]
+RANKER = "ranker"
+RecommenderName = Literal["gru", "caser", "sasrec", "repeatnet", "ranker"]  # the sequence networks and the ranker
+
+
+class LightGBMParams(_Section):
+    """The ranker's LambdaRank trees (LightGBM)."""
+
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = Field(8, ge=1, le=16, description="each step of depth is one gather per tree when the graph runs in torch")
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    max_rounds: int = Field(500, ge=1, description="the budget of boosting rounds ...")
+    early_stopping_rounds: int = Field(50, ge=1, description="... stopped after this many without a validation gain")
+    truncation_level: int = Field(20, ge=1, description="LambdaRank: pairs beyond this rank are not optimised")
+
+
+class RankerParams(_Section):
+    """`train.ranker`: the two-stage recommender: candidate generators, then LightGBM LambdaRank over their features."""
+
+    max_len: int = Field(200, ge=2, description="purchases of the window the generators and features read")
+    candidates_per_generator: int = Field(50, ge=1, description="top items taken from each generator (own history, "
+                                          "EASE, item-kNN, recent popularity); duplicates are merged")
+    half_life: float = Field(20, gt=0, description="own-history generator: a purchase this many purchases back weighs half")
+    knn_neighbours: int = Field(100, ge=1)
+    ease_l2: float = Field(500, gt=0)
+    ease_max_items: int = Field(10_000, ge=1, description="the EASE generator is left out above this catalogue size")
+    popularity_window_days: int = Field(30, ge=1, description="recent popularity and trend: purchases in these last days")
+    trees: LightGBMParams = LightGBMParams()
 
 
 class Fitting(_Section):
@@ -133,6 +162,8 @@ class FittingOverride(_Section):
     negative_alpha: float | None = Field(None, ge=0, le=1)
     gbce_t: float | None = Field(None, ge=0, le=1)
     target_horizon: int | None = Field(None, ge=1)
+    val_every_steps: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
     model: dict[str, int | float] | None = Field(None, description="model sizes for this model only")
 
     @field_validator("model")
@@ -151,8 +182,9 @@ class TrainParams(Fitting):
     once a pass) and training stops at a plateau, `patience` validations without a gain.
     """
 
-    models: list[ModelName] = Field(min_length=1)
+    models: list[RecommenderName] = Field(min_length=1)
     model: ModelParams = ModelParams()
+    ranker: RankerParams = RankerParams()
     per_model: dict[ModelName, FittingOverride] = Field({}, description="values for one model only, e.g. gru: {lr: 0.05}")
     max_epochs: int = Field(200, ge=1, description="the budget: passes over the training windows")
     min_steps: int = Field(1000, ge=0, description="... but at least this many optimizer steps")
@@ -266,6 +298,10 @@ class ExportParams(_Section):
     atol: float = Field(1e-4, gt=0, description="largest allowed |torch - onnxruntime| score difference")
     min_top10_agreement: float = Field(0.99, gt=0, le=1, description="share of customers whose top-10 must agree")
     cold_start_window_days: int = Field(30, ge=1, description="popularity window for customers with no history")
+    baselines: bool = Field(True, description="also bundle every evaluate baseline, so a baseline can be what serves "
+                            "when no learned model beats it")
+    baseline_max_len: int = Field(200, ge=2, description="purchases a served baseline reads (the evaluate stage's "
+                                  "baselines read the whole history)")
     report: Path = Path("reports/export.json")
 
 
@@ -273,7 +309,8 @@ class RegisterParams(_Section):
     """`register`: the selected export becomes a version of the registered model, alias `challenger`."""
 
     model_name: str = Field("mapwise-recommender", min_length=1)
-    candidate: Literal["best", "gru", "caser", "sasrec", "repeatnet"] = Field("best", description="best = highest validation NDCG")
+    candidate: Literal["best", "gru", "caser", "sasrec", "repeatnet", "ranker"] = Field(
+        "best", description="best = highest validation NDCG")
     target_prefix: str = Field("mapwise", min_length=1, description="targeting models are registered as "
                                "<prefix>-propensity-<task> and <prefix>-uplift")
     report: Path = Path("reports/register.json")

@@ -86,8 +86,13 @@ class Decision:
         return {**asdict(self), "promoted": self.promoted}
 
 
-def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[str, bool]:
-    """Register the bundle as a new version (alias `challenger`); the same bundle again reuses its version."""
+SELECTION_TAG = "mapwise.selection"  # one plain sentence: why this bundle is what the register stage chose to serve
+BEATS_BASELINE_TAG = "mapwise.beats_baseline"  # "true" | "false" | "is_baseline" | "no_baseline"
+
+
+def register_bundle(p: TrackingParams, model_name: str, folder: Path, tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Register the bundle as a new version (alias `challenger`) with `tags` added; the same bundle again reuses its
+    version (and gets `tags` anew)."""
     c = client(p)
     digest = bundle_digest(folder)
     try:
@@ -96,6 +101,8 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[s
         c.create_registered_model(model_name, description="mapwise sequence recommender (ONNX bundle: see metadata.json)")
     for v in c.search_model_versions(f"name='{model_name}'"):
         if v.tags.get("bundle_digest") == digest:
+            for key, value in (tags or {}).items():
+                c.set_model_version_tag(model_name, v.version, key, value)
             c.set_registered_model_alias(model_name, CHALLENGER, v.version)
             return str(v.version), False
     import onnx
@@ -127,7 +134,7 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[s
             "train_run_id": lineage.get("train_run_id") or "unknown",
             "parity": "passed" if metadata.get("parity", {}).get("passed") else "failed",
             "val_ndcg_at_10": str(metadata.get("metrics", {}).get("validation", {}).get("ndcg@10")),
-            **flow_run_tags(),
+            **flow_run_tags(), **(tags or {}),
         }
         version = c.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=tags,
                                          model_id=info.model_id).version

@@ -30,6 +30,8 @@ from torch import nn
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, QUERY, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.networks import Caser, GRU4Rec, SequenceRecommender
+from mapwise.recommend.ranker.network import Ranker
+from mapwise.recommend.ranker.onnx import CANDIDATES, FEATURE_ROWS, Front, complete
 from mapwise.serving.retrieval import QUERY_FILE, VECTORS_FILE, query_scores
 from mapwise.recommend.models.sequences import pad_left
 
@@ -82,6 +84,10 @@ def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = Non
     if top_k is not None and not 1 <= top_k <= net.n_items:
         raise MapwiseError(f"export.top_k: {top_k} must lie in 1..{net.n_items} (the catalogue)")
     outputs = [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES]
+    if isinstance(net, Ranker):  # torch computes its candidates and features, onnxruntime's tree operator the rest
+        _export(net, Front(net), path, [CANDIDATES, FEATURE_ROWS])
+        onnx.save(complete(onnx.load(str(path)), net, outputs, top_k), str(path))
+        return
     _export(net, ScoringGraph(net, top_k), path, outputs)
 
 

@@ -41,6 +41,8 @@ from mapwise.recommend.models.sequences import (
     sequence_chunks,
 )
 from mapwise.recommend.models.targets import NextItems
+from mapwise.recommend.ranker.network import Ranker
+from mapwise.recommend.servable import SERVABLE
 from mapwise.params import ModelParams, TrainParams
 from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split, require_trainable
 from mapwise.lightning_noise import quiet_lightning
@@ -334,10 +336,13 @@ def export_network(checkpoint: Path, path: Path) -> None:
 
 
 def load_network(path: Path) -> SequenceRecommender:
-    """A network saved by `export_network`, in eval mode on the CPU."""
+    """A network saved by `export_network` (or a ranker or servable baseline saved alike), in eval mode on the CPU."""
+    fixed = {Ranker.name: Ranker, **SERVABLE}  # built from their saved tensors, not from sizes
     with _weights_only(path, "network file"):
         saved = torch.load(path, map_location="cpu", weights_only=True)
         h = saved["hparams"]
+        if h["name"] in fixed:
+            return fixed[h["name"]].from_saved(h, saved["state_dict"]).eval()
         net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
         net.load_state_dict(saved["state_dict"])
     return net.eval()
