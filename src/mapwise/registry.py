@@ -127,12 +127,20 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path) -> tuple[s
             "train_run_id": lineage.get("train_run_id") or "unknown",
             "parity": "passed" if metadata.get("parity", {}).get("passed") else "failed",
             "val_ndcg_at_10": str(metadata.get("metrics", {}).get("validation", {}).get("ndcg@10")),
-            **flow_run_tags(),
+            **served_tags(metadata.get("served")), **flow_run_tags(),
         }
         version = c.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=tags,
                                          model_id=info.model_id).version
     c.set_registered_model_alias(model_name, CHALLENGER, version)
     return str(version), True
+
+
+def served_tags(served: dict | None) -> dict[str, str]:
+    """A targeting bundle's `served` (what serves, whether a baseline, why) as version tags; none for other bundles."""
+    if not served:
+        return {}
+    return {"served": served["model"], "served.baseline": str(bool(served.get("baseline"))).lower(),
+            "served.reason": served["reason"][:500]}
 
 
 def alias_version(c: MlflowClient, model_name: str, alias: str) -> str | None:
