@@ -53,9 +53,9 @@ def decision_markdown(params: Params, decision: dict, registered: dict | None, f
     lines = [f"# Gate: {decision['action']} version {decision['challenger']}", "",
              f"**{decision['reason']}**", "",
              f"- champion before: version {decision['champion_before']}; after: version {decision['champion_after']}"]
-    selection = (registered or {}).get("selection") or (decision.get("figures") or {}).get("selection")
-    if selection:
-        lines[3:3] = [selection, ""]  # what serves and why, in one sentence, under the decision
+    served = ((registered or {}).get("served") or {}).get("reason") or (decision.get("figures") or {}).get("served")
+    if served:
+        lines[3:3] = [served, ""]  # what serves and why, in one sentence, under the decision
     if not fresh:
         lines.append("- the promote stage was up to date: this decision was made by an earlier run")
     mlflow = client(params.tracking)

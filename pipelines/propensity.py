@@ -19,8 +19,7 @@ from mapwise.profiles.build import default_as_of
 from mapwise.target import datasets as ds
 from mapwise.target import plots
 from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
-from mapwise.target.export import PROBABILITY, write_target_bundle
-from mapwise.target.propensity import NEURAL, TaskResult, train_task
+from mapwise.target.propensity import NEURAL, TaskResult, export_served, train_task
 from mapwise.target.report import write_propensity_report
 from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
@@ -82,7 +81,7 @@ def explain(result: TaskResult, plot: Path, title: str) -> dict:
     frame = result.test_frame.head(rows)
     examples = [{"row": int(i), "reasons": top_reasons(grouped[i], names, {n: _plain(frame[n][int(i)]) for n in names
                                                                              if n in frame.columns})} for i in order]
-    return {"method": "integrated gradients (Captum), baseline = mean test row", "rows": rows,
+    return {"method": "integrated gradients (Captum), baseline = mean test row", "model": NEURAL, "rows": rows,
             "global": importance, "examples": examples, "plot": str(plot)}
 
 
@@ -134,11 +133,7 @@ def stage(params: Params) -> None:
             metadata = {
                 "kind": "propensity", "model": f"propensity-{name}", "task": name, "definition": r["definition"],
                 "encoder": result.encoder.to_dict(), "feature_baseline": result.test_inputs.x.mean(axis=0).tolist(),
-                "calibration": {"x": result.calibration.x, "y": result.calibration.y},
-                "sequence_length": result.sequence_length if result.vocab else 0,
-                "metrics": {"test": {"roc_auc": neural["roc_auc"], "pr_auc": neural["pr_auc"], "log_loss": neural["log_loss"]},
-                            "validation": {"roc_auc": models[NEURAL]["validation_roc_auc"]}},
-                "lineage": {**tags, "train_run_id": run_id},
+                "sequence_length": result.sequence_length if result.vocab else 0, "lineage": {**tags, "train_run_id": run_id},
             }
             keep = [ds.ROW_ID if task.kind == "session_purchase" else c.CUSTOMER_ID, *result.encoder.inputs]
             customers = latest.select([k for k in keep if k in latest.columns] + ([ds.SEQUENCE] if result.vocab else []))
@@ -149,9 +144,7 @@ def stage(params: Params) -> None:
                 r["consent"] = metadata["consent"]
             if dp:
                 metadata["private"] = {k: dp[k] for k in ("epsilon", "delta", "accountant", "scope")}
-            r["parity"] = write_target_bundle(out / name, result.net, result.test_inputs.arrays(), metadata, customers,
-                                              result.vocab, binary=True, output=PROBABILITY,
-                                              sequence_length=result.sequence_length, atol=params.export.atol)
+            r["parity"] = export_served(result, out / name, metadata, customers, params.export.atol)
             result.test_frame.select(ds.ROW_ID, ds.LABEL, *[k for k in result.encoder.inputs if k in result.test_frame.columns],
                                      *([ds.SEQUENCE] if result.vocab else [])).write_parquet(out / name / "test.parquet")
             report["tasks"][name] = r
@@ -159,6 +152,7 @@ def stage(params: Params) -> None:
             print(f"propensity {name}: test ROC AUC neural {neural['roc_auc']:.3f} "
                   + " ".join(f"{k} {v['test']['roc_auc']:.3f}" for k, v in models.items() if k != NEURAL)
                   + (f" (neural - {gap['baseline']}: {gap['roc_auc_gain']:+.3f} [{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}])" if gap else ""))
+            print(f"propensity {name}: {r['served']['reason']}")
             if "augment" in r and "kept" in r["augment"]:
                 a = r["augment"]
                 scarce = ", ".join(f"{k} +{v['synthetic_rows']}" for k, v in a["segments"].items())

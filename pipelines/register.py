@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.registry import BEATS_BASELINE_TAG, SELECTION_TAG, register_bundle
+from mapwise.registry import register_bundle
 from mapwise.serving.bundle import MODEL_FILE
 from mapwise.serving.targeting import propensity_model_name, uplift_model_name
 from mapwise.tracking import tracking_uri
@@ -27,26 +27,27 @@ def choose(params: Params) -> tuple[str, dict[str, float]]:
     return max(scores, key=scores.get), scores
 
 
-def served(params: Params, name: str) -> tuple[str, dict[str, str]]:
-    """The export to register and its tags: `name` if it beats the best baseline of its run beyond the paired 95%
-    interval on the test window (the gate's variant), else that baseline, with one plain sentence saying which."""
+def served(params: Params, name: str) -> dict:
+    """What to register (`model`) and why, in one plain sentence: `name` if it beats the best baseline of its run
+    beyond the paired 95% interval on the test window (the gate's variant), else that baseline."""
     variant, headline = params.promote.variant, f"ndcg@{params.evaluate.headline_k}"
     models = read_report(params.evaluate.report, "evaluate").get(variant, {}).get("recommenders", {})
     vs = models.get(name, {}).get(f"{headline}_vs_best_baseline")
     if vs is None:
-        return name, {BEATS_BASELINE_TAG: "no_baseline",
-                      SELECTION_TAG: f"{name} serves; no baseline was evaluated beside it (evaluate.baselines)"}
+        return {"model": name, "baseline": False,
+                "reason": f"{name} serves; no baseline was evaluated beside it (evaluate.baselines)"}
     baseline = vs["baseline"]
     figures = (f"NDCG@{params.evaluate.headline_k} {models[name][headline]:.4f} vs {models[baseline][headline]:.4f} on the "
                f"test window ({variant.replace('_', ' ')}), difference {vs['diff']:+.4f} [95% CI {vs['ci'][0]:+.4f}, "
                f"{vs['ci'][1]:+.4f}]")
     if vs["better"]:
-        return name, {BEATS_BASELINE_TAG: "true", SELECTION_TAG: f"{name} serves: it beats the best baseline, {baseline}: {figures}"}
+        return {"model": name, "baseline": False, "beats_baseline": True,
+                "reason": f"{name} serves: it beats the best baseline, {baseline}: {figures}"}
     if not (params.export.out_dir / baseline / MODEL_FILE).is_file():
-        return name, {BEATS_BASELINE_TAG: "false", SELECTION_TAG: (
+        return {"model": name, "baseline": False, "beats_baseline": False, "reason": (
             f"No learned model beats the best baseline, {baseline}: {name} (best on validation) {figures}; {baseline} "
             f"was not bundled (export.baselines is false), so the gate will refuse {name}")}
-    return baseline, {BEATS_BASELINE_TAG: "is_baseline", SELECTION_TAG: (
+    return {"model": baseline, "baseline": True, "reason": (
         f"No learned model beats the best baseline, so {baseline} serves: {name} (best on validation) {figures}")}
 
 
@@ -65,10 +66,11 @@ def target_bundles(params: Params) -> dict[str, Path]:
 def stage(params: Params) -> None:
     p = params.register
     best, scores = choose(params)
-    name, tags = served(params, best)
+    chosen = served(params, best)
+    name = chosen["model"]
     folder = params.export.out_dir / name
-    version, created = register_bundle(params.tracking, p.model_name, folder, tags)
-    print(f"register: {tags[SELECTION_TAG]}")
+    version, created = register_bundle(params.tracking, p.model_name, folder, chosen)
+    print(f"register: {chosen['reason']}")
     targets = {}
     for model_name, bundle in target_bundles(params).items():
         target_version, target_created = register_bundle(params.tracking, model_name, bundle)
@@ -76,7 +78,7 @@ def stage(params: Params) -> None:
         print(f"register {model_name}: version {target_version}{'' if target_created else ' (already registered)'}, alias challenger")
     write_json(p.report, {"model_name": p.model_name, "version": version, "model": name, "created": created,
                           "bundle": str(folder), "validation_ndcg@10": scores, "best_learned": best,
-                          "selection": tags[SELECTION_TAG], "beats_baseline": tags[BEATS_BASELINE_TAG],
+                          "served": chosen,
                           "tracking_uri": tracking_uri(params.tracking),
                           "targets": targets})
     state = "registered as" if created else "already registered as"

@@ -20,7 +20,7 @@ from mapwise.target import metrics as m
 from mapwise.target import plots
 from mapwise.target import uplift as up
 from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
-from mapwise.target.export import OUTCOMES, write_target_bundle
+from mapwise.target.export import OUTCOMES, constant_graph, write_graph_bundle, write_target_bundle
 from mapwise.target.report import write_uplift_report
 from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
@@ -95,9 +95,11 @@ def stage(params: Params) -> None:
               + f" (selected on validation: {best})")
     best, fitted, y = chosen[t.outcome]
     u_test = up.uplifts(fitted.test[best])
-    report["policy"] = {"outcome": t.outcome, "contact_cost": t.contact_cost, "model": best,
-                        "values": up.policy_values(u_test, y[ds.TEST], arm[ds.TEST], arm_names, shares, t.contact_cost,
-                                                   p.bootstrap, p.seed)}
+    valued = up.policy_values(u_test, y[ds.TEST], arm[ds.TEST], arm_names, shares, t.contact_cost, p.bootstrap, p.seed)
+    versus = up.versus_fixed(u_test, y[ds.TEST], arm[ds.TEST], arm_names, shares, t.contact_cost, valued, p.bootstrap, p.seed)
+    report["policy"] = {"outcome": t.outcome, "contact_cost": t.contact_cost, "model": best, "values": valued,
+                        "versus_fixed": versus}
+    report["served"] = served = up.served(best, versus)
     net = fitted.nets[best]
     rows = min(EXPLAIN_ROWS, len(x[ds.TEST]))
     baseline = x[ds.TRAIN].mean(axis=0)
@@ -122,29 +124,38 @@ def stage(params: Params) -> None:
                                                        "reasons": top_reasons(grouped[i], names, values)})
         plots.attribution_plot(importance, p.plots_dir / f"{t.outcome}_{arm_names[a]}_attributions.png",
                                f"{t.outcome} uplift of {arm_names[a]}: what drives it")
-    values = report["policy"]["values"]
     run_id = log_run(params.tracking, run_name=f"uplift {t.outcome}", tags={**tags, "model": best},
                      params={"outcome": t.outcome, "model": best, **p.fit.model_dump(mode="json")},
                      metrics={f"test.{k}.mean_qini": v["mean_qini"] for k, v in report["outcomes"][t.outcome]["test"].items()}
-                     | {f"policy.{k}": v["value"] for k, v in values.items()})
-    metadata = {"kind": "uplift", "model": f"uplift-{t.outcome}-{best}", "outcome": t.outcome, "arms": arm_names,
+                     | {f"policy.{k}": v["value"] for k, v in valued.items()})
+    fixed = served["baseline"]  # the best fixed policy acts: no model scores to rank customers by
+    metrics = {"test": {"policy_value": valued[served["model"] if fixed else "model"]["value"]}}
+    if not fixed:
+        metrics["test"]["mean_qini"] = report["outcomes"][t.outcome]["test"][best]["mean_qini"]
+        metrics["validation"] = {"mean_qini": report["outcomes"][t.outcome]["validation_mean_qini"][best]}
+    metadata = {"kind": "uplift", "model": f"uplift-{t.outcome}-{served['model']}", "outcome": t.outcome, "arms": arm_names,
                 "contact_cost": t.contact_cost, "encoder": encoder.to_dict(), "feature_baseline": baseline.tolist(),
-                "metrics": {"test": {"mean_qini": report["outcomes"][t.outcome]["test"][best]["mean_qini"]},
-                            "validation": {"mean_qini": report["outcomes"][t.outcome]["validation_mean_qini"][best]}},
-                "lineage": {**tags, "train_run_id": run_id}}
+                "metrics": metrics, "served": served, "lineage": {**tags, "train_run_id": run_id}}
     latest, metadata["consent"] = withhold(table.unique(c.CUSTOMER_ID, keep="last", maintain_order=True), customers,
                                            params.privacy.consent)  # served and targeted: consenting customers only
     report["consent"] = metadata["consent"]
     with replacing_folder(p.out_dir) as out:
-        report["parity"] = write_target_bundle(out, net, [x[ds.TEST]], metadata,
-                                               latest.select(c.CUSTOMER_ID, *[k for k in encoder.inputs if k in latest.columns]),
-                                               None, binary=binary, output=OUTCOMES, sequence_length=0, atol=params.export.atol)
+        served_customers = latest.select(c.CUSTOMER_ID, *[k for k in encoder.inputs if k in latest.columns])
+        if not fixed:
+            report["parity"] = write_target_bundle(out, net, [x[ds.TEST]], metadata, served_customers, None, binary=binary,
+                                                   output=OUTCOMES, sequence_length=0, atol=params.export.atol)
+        else:
+            constant = up.fixed_outcomes(valued, arm_names, t.contact_cost)
+            report["parity"] = write_graph_bundle(out, constant_graph(constant, x[ds.TEST].shape[1]), [x[ds.TEST]],
+                                                  np.tile(constant, (len(x[ds.TEST]), 1)), metadata, served_customers, None,
+                                                  against="the fixed policy's outcomes", atol=params.export.atol)
         parts[ds.TEST].select(ds.ROW_ID, c.ARM, *p.outcomes, *[k for k in encoder.inputs if k in table.columns]).write_parquet(
             out / "test.parquet")
     write_json(p.report, report)
     write_uplift_report(report, p.plots_dir, p.html)
     print("policy value per customer on test (" + t.outcome + f", net of {t.contact_cost} per contact): "
-          + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for k, v in values.items()))
+          + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for k, v in valued.items()))
+    print(f"uplift: {served['reason']}")
 
 
 def main(argv: list[str] | None = None) -> int:

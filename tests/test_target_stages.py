@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
+import io
 import json
 import os
 from pathlib import Path
@@ -14,18 +17,22 @@ from conftest import tiny_project, tiny_targeting
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny project with a trial, traits and sessions; the propensity and uplift stages run once, in-process."""
+    """A tiny project with a trial, traits and sessions; the propensity and uplift stages run once, in-process
+    (what they print in stdout.txt)."""
     from pipelines import propensity, uplift
 
     root = tiny_project(tmp_path_factory.mktemp("targeting"))
     tiny_targeting(root / "data" / "canonical")
     before = Path.cwd()
     os.chdir(root)
+    printed = io.StringIO()
     try:
-        assert propensity.main([]) == 0
-        assert uplift.main([]) == 0
+        with contextlib.redirect_stdout(printed):
+            assert propensity.main([]) == 0
+            assert uplift.main([]) == 0
     finally:
         os.chdir(before)
+    (root / "stdout.txt").write_text(printed.getvalue())
     return root
 
 
@@ -47,6 +54,11 @@ def test_propensity_reports_every_model_beside_the_baselines(trained):
     assert report["tasks"]["shop"]["sequence_items"] > 0  # the next-purchase model reads the purchase sequence
     page = (trained / "reports" / "propensity.html").read_text()
     assert page.count("<h2>") == 3 and "Why this score" in page and page.count("data:image/png;base64") == 9
+    printed = (trained / "stdout.txt").read_text()
+    for name, task in report["tasks"].items():  # what serves, and why: in the report, the page, the summary, the bundle
+        served = task["served"]
+        assert html.escape(served["reason"]) in page and f"propensity {name}: {served['reason']}" in printed
+        assert json.loads((trained / "models" / "propensity" / name / "metadata.json").read_text())["served"] == served
 
 
 def test_uplift_finds_the_effect_and_the_policy_beats_sending_nothing(trained):
@@ -68,6 +80,9 @@ def test_uplift_finds_the_effect_and_the_policy_beats_sending_nothing(trained):
     examples = report["explanations"]["examples"]
     assert examples and all(e["action"] in ("mail_a", "mail_b") and e["reasons"] for e in examples)
     assert "Next best action" in page and "Why this action" in page and page.count("data:image/png;base64") == 3 * 2 + 2  # Qini per outcome and arm
+    served, versus = report["served"], report["policy"]["versus_fixed"]
+    assert served["model"] == (versus["fixed"] if versus["ci"][0] <= 0 else visit["selected"]) and meta["served"] == served
+    assert html.escape(served["reason"]) in page and f"uplift: {served['reason']}" in (trained / "stdout.txt").read_text()
 
 
 def test_stages_skip_tasks_whose_data_no_source_maps(tmp_path, monkeypatch):
@@ -98,15 +113,20 @@ def test_a_named_campaign_that_is_not_there_is_an_error(trained, tmp_path, monke
 
 def test_the_gate_promotes_a_better_challenger_on_the_same_rows(trained, tmp_path):
     from mapwise.params import TrackingParams
-    from mapwise.registry import apply, register_bundle
+    from mapwise.registry import apply, client, register_bundle
     from mapwise.target.gate import bundle_outputs, target_gate
 
     tracking = TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="gate")
     bundle = trained / "models" / "propensity" / "web"
     test = pl.read_parquet(bundle / "test.parquet")
-    register_bundle(tracking, "mapwise-propensity-web", bundle)
+    version, _ = register_bundle(tracking, "mapwise-propensity-web", bundle)
     first = apply(tracking, target_gate(tracking, "mapwise-propensity-web", test, 0.0, tmp_path / "cache"))
-    assert (first.action, first.reason) == ("promote", "no champion yet")
+    served = json.loads((bundle / "metadata.json").read_text())["served"]
+    tags = client(tracking).get_model_version("mapwise-propensity-web", version).tags
+    assert (tags["served"], tags["served.baseline"], tags["served.reason"]) == (
+        served["model"], str(served["baseline"]).lower(), served["reason"])
+    why = f"; version {version} serves a baseline: {served['reason']}" if served["baseline"] else ""
+    assert (first.action, first.reason) == ("promote", "no champion yet" + why)
     _, probabilities = bundle_outputs(bundle, test)
     assert probabilities.shape == (test.height,) and ((0 <= probabilities) & (probabilities <= 1)).all()
     again = target_gate(tracking, "mapwise-propensity-web", test, 0.0, tmp_path / "cache")

@@ -245,7 +245,7 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Every registered version: aliases, architecture, gate decision and lineage."""
     from datetime import UTC, datetime
 
-    from mapwise.registry import SELECTION_TAG, versions
+    from mapwise.registry import SERVED_REASON, versions
 
     params = load_params(params_file)
     name = params.register.model_name
@@ -261,8 +261,8 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
                     t.get("data_version", "?")[:8], t.get("git_commit", "?")[:7])
     console.print(out)
     champion = next((v for v in versions(params.tracking, name) if "champion" in v["aliases"]), None)
-    if champion and champion["tags"].get(SELECTION_TAG):
-        console.print(f"Champion, version {champion['version']}: {escape(champion['tags'][SELECTION_TAG])}", soft_wrap=True,
+    if champion and champion["tags"].get(SERVED_REASON):
+        console.print(f"Champion, version {champion['version']}: {escape(champion['tags'][SERVED_REASON])}", soft_wrap=True,
                       highlight=False)
     console.print("Gate reasons and figures: reports/promote.json, and the MLflow runs tagged mapwise.stage=promote.")
 

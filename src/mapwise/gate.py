@@ -24,10 +24,11 @@ from mapwise.serving.inference import INPUT, SCORES
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
 from mapwise.registry import (
-    BEATS_BASELINE_TAG,
+    BEATS_BASELINE,
     CHALLENGER,
     CHAMPION,
-    SELECTION_TAG,
+    SERVED_BASELINE,
+    SERVED_REASON,
     Decision,
     alias_version,
     client,
@@ -112,20 +113,20 @@ def gate(
         raise MapwiseError(f"'{model_name}' has no version {challenger}") from None
     champion = alias_version(cl, model_name, CHAMPION)
     decision = Decision("refuse", model_name, challenger, champion, champion, "")
-    if tags.get(SELECTION_TAG):
-        decision.figures["selection"] = tags[SELECTION_TAG]
+    if tags.get(SERVED_REASON):
+        decision.figures["served"] = tags[SERVED_REASON]
     if challenger == champion:
         decision.action, decision.reason = "keep", f"version {challenger} is already the champion"
     elif tags.get("parity") != "passed":
         decision.reason = f"version {challenger} did not pass the ONNX parity check"
-    elif tags.get(BEATS_BASELINE_TAG) == "false" and not force:
+    elif tags.get(BEATS_BASELINE) == "false" and not force:
         decision.reason = (f"version {challenger} ({tags.get('model')}) does not beat the best baseline of its run on the "
-                           f"test window: {tags.get(SELECTION_TAG)}")
+                           f"test window: {tags.get(SERVED_REASON)}")
     elif force:
         decision.action, decision.champion_after, decision.reason = "force", challenger, "promoted by hand, gate skipped"
     elif champion is None:
         decision.action, decision.champion_after, decision.reason = "promote", challenger, (
-            "no champion yet" + (f"; {tags[SELECTION_TAG]}" if tags.get(BEATS_BASELINE_TAG) == "is_baseline" else ""))
+            "no champion yet" + (f"; {tags[SERVED_REASON]}" if tags.get(SERVED_BASELINE) == "true" else ""))
     elif why := forgotten_in(cl, model_name, champion, challenger):
         decision.action, decision.champion_after, decision.reason = "promote", challenger, why
     else:

@@ -86,13 +86,11 @@ class Decision:
         return {**asdict(self), "promoted": self.promoted}
 
 
-SELECTION_TAG = "mapwise.selection"  # one plain sentence: why this bundle is what the register stage chose to serve
-BEATS_BASELINE_TAG = "mapwise.beats_baseline"  # "true" | "false" | "is_baseline" | "no_baseline"
+def register_bundle(p: TrackingParams, model_name: str, folder: Path, served: dict | None = None) -> tuple[str, bool]:
+    """Register the bundle as a new version (alias `challenger`); the same bundle again reuses its version.
 
-
-def register_bundle(p: TrackingParams, model_name: str, folder: Path, tags: dict[str, str] | None = None) -> tuple[str, bool]:
-    """Register the bundle as a new version (alias `challenger`) with `tags` added; the same bundle again reuses its
-    version (and gets `tags` anew)."""
+    `served` (else the bundle metadata's): what serves, whether it is a baseline and why, kept as `served*` tags
+    (set anew on a reused version: the same bundle can be chosen for another reason)."""
     c = client(p)
     digest = bundle_digest(folder)
     try:
@@ -101,7 +99,7 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path, tags: dict
         c.create_registered_model(model_name, description="mapwise sequence recommender (ONNX bundle: see metadata.json)")
     for v in c.search_model_versions(f"name='{model_name}'"):
         if v.tags.get("bundle_digest") == digest:
-            for key, value in (tags or {}).items():
+            for key, value in served_tags(served).items():
                 c.set_model_version_tag(model_name, v.version, key, value)
             c.set_registered_model_alias(model_name, CHALLENGER, v.version)
             return str(v.version), False
@@ -134,12 +132,27 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path, tags: dict
             "train_run_id": lineage.get("train_run_id") or "unknown",
             "parity": "passed" if metadata.get("parity", {}).get("passed") else "failed",
             "val_ndcg_at_10": str(metadata.get("metrics", {}).get("validation", {}).get("ndcg@10")),
-            **flow_run_tags(), **(tags or {}),
+            **served_tags(served or metadata.get("served")), **flow_run_tags(),
         }
         version = c.create_model_version(model_name, info.model_uri, run_id=run.info.run_id, tags=tags,
                                          model_id=info.model_id).version
     c.set_registered_model_alias(model_name, CHALLENGER, version)
     return str(version), True
+
+
+SERVED, SERVED_BASELINE, SERVED_REASON, BEATS_BASELINE = "served", "served.baseline", "served.reason", "served.beats_baseline"
+
+
+def served_tags(served: dict | None) -> dict[str, str]:
+    """`served` (what serves, whether a baseline, why; for a learned recommender whether it beat the best baseline)
+    as version tags; none when not given."""
+    if not served:
+        return {}
+    tags = {SERVED: served["model"], SERVED_BASELINE: str(bool(served.get("baseline"))).lower(),
+            SERVED_REASON: served["reason"][:500]}
+    if "beats_baseline" in served:
+        tags[BEATS_BASELINE] = str(bool(served["beats_baseline"])).lower()
+    return tags
 
 
 def alias_version(c: MlflowClient, model_name: str, alias: str) -> str | None:

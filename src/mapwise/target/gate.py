@@ -1,6 +1,7 @@
 """The gate for targeting models: challenger and champion bundles score the same held-out rows;
 `champion` moves when the challenger's ROC AUC (propensity) or mean Qini over arms (uplift) is higher
-by at least the margin. Scoring runs the bundles' ONNX graphs, as serving does."""
+by at least the margin. Scoring runs the bundles' ONNX graphs, as serving does. A version that serves a
+baseline in its network's place (tags `served*`, from the bundle's metadata) says so in the promotion's reason."""
 
 from __future__ import annotations
 
@@ -86,4 +87,6 @@ def target_gate(tracking: TrackingParams, model_name: str, test: pl.DataFrame, m
             decision.reason = f"{name} {new:.4f} vs champion {old:.4f}: +{new - old:.4f} >= margin {margin}"
         else:
             decision.reason = f"{name} {new:.4f} vs champion {old:.4f}: gain {new - old:+.4f} < margin {margin}"
+    if decision.action == "promote" and tags.get("served.baseline") == "true":
+        decision.reason += f"; version {challenger} serves a baseline: {tags.get('served.reason', tags['served'])}"
     return decision

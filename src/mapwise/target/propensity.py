@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from mapwise.errors import MapwiseError
 from mapwise.params import AugmentParams, FitParams, PrivateParams
 from mapwise.target import metrics as m
 from mapwise.target.datasets import LABEL, NOT_FEATURES, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
@@ -112,13 +114,30 @@ def scores(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> dict:
     return out
 
 
-def fit_baselines(names: list[str], train: Inputs, val: Inputs, test: Inputs, seed: int) -> dict[str, dict]:
-    """Each baseline's validation and test probabilities (on the encoded features)."""
-    out = {}
+def fit_baselines(names: list[str], train: Inputs, val: Inputs, test: Inputs, seed: int) -> tuple[dict[str, dict], dict]:
+    """Each baseline's validation and test probabilities (on the encoded features), and the fitted baselines."""
+    probs, models = {}, {}
     for name in names:
-        model = baseline(name, seed).fit(train.x, train.y.astype(int))
-        out[name] = {"validation": model.predict_proba(val.x)[:, 1], "test": model.predict_proba(test.x)[:, 1]}
-    return out
+        models[name] = model = baseline(name, seed).fit(train.x, train.y.astype(int))
+        probs[name] = {"validation": model.predict_proba(val.x)[:, 1], "test": model.predict_proba(test.x)[:, 1]}
+    return probs, models
+
+
+def served(gap: dict | None, private: bool) -> dict:
+    """What serves: the neural model only when its paired 95% interval of test ROC AUC gain over the best baseline
+    (chosen on validation) lies above 0; otherwise that baseline. `reason` says why, in one sentence; `baseline`
+    whether a baseline serves."""
+    if gap is None:
+        return {"model": NEURAL, "reason": "The neural model serves: no baseline was fitted to compare it with.",
+                "baseline": False}
+    b, lo, hi = gap["baseline"], gap["ci"][0], gap["ci"][1]
+    figures = f"test ROC AUC {gap['roc_auc_gain']:+.4f} [95% {lo:+.4f}, {hi:+.4f}] over {b}, the best baseline on validation"
+    if lo > 0:
+        return {"model": NEURAL, "reason": f"The neural model serves: it beats {b} ({figures}).", "baseline": False}
+    if private:
+        return {"model": NEURAL, "reason": f"The neural model serves although it does not beat {b} ({figures}): "
+                                           "the baselines are not trained with differential privacy.", "baseline": False}
+    return {"model": b, "reason": f"{b} serves, not the neural model, which does not beat it ({figures}).", "baseline": True}
 
 
 def split_frames(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -189,6 +208,7 @@ class TaskResult:
     report: dict
     test_inputs: Inputs
     test_frame: pl.DataFrame
+    baselines: dict = field(default_factory=dict)  # name -> fitted scikit-learn classifier
 
 
 def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: int, use_sequence: bool,  # noqa: ANN001 - PropensityParams
@@ -237,7 +257,8 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
         raw_val, raw_test = sigmoid(predict(net, *val.arrays())), sigmoid(predict(net, *test.arrays()))
         calib, check = calibration(raw_val, val.y, p.seed) if p.calibrate else (Calibration(), {"used": False})
     probs = {NEURAL: {"validation": calib(raw_val), "test": calib(raw_test)}}
-    probs.update(fit_baselines(list(p.baselines), train, val, test, p.seed))
+    baseline_probs, baselines = fit_baselines(list(p.baselines), train, val, test, p.seed)
+    probs.update(baseline_probs)
     models = {}
     for name, pr in probs.items():
         models[name] = {"validation_roc_auc": m.roc_auc(val.y, pr["validation"]),
@@ -257,8 +278,39 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
             "baseline": best_baseline, "roc_auc_gain": gain(test.y, neural_p, base_p),
             "ci": list(m.bootstrap_interval(gain, (test.y, neural_p, base_p), n=p.bootstrap, seed=p.seed)),
         }
+    report["served"] = served(report.get("neural_vs_best_baseline"), bool(p.private))
     if augmented is not None:
         report["augment"] = augmented
     if p.private:
         report["private"] = private_report(spent, p.private.epsilon, public, probs[NEURAL], val.y, test.y, p.bootstrap, p.seed)
-    return TaskResult(net, encoder, vocab, sequence_length, calib, report, test, test_f)
+    return TaskResult(net, encoder, vocab, sequence_length, calib, report, test, test_f, baselines)
+
+
+def export_served(result: TaskResult, folder: Path, metadata: dict, customers: pl.DataFrame, atol: float) -> dict:
+    """Write the bundle of the model `report['served']` names (metadata: its calibration, figures and `served`);
+    returns the parity figures. A baseline that cannot be exported leaves the neural model serving, and says so."""
+    from mapwise.target.export import PROBABILITY, sklearn_graph, write_graph_bundle, write_target_bundle
+
+    report, test = result.report, result.test_inputs
+    served, length = report["served"], result.sequence_length if result.vocab else 0
+
+    def described(name: str, calib: Calibration) -> dict:
+        figures = report["models"][name]
+        t = figures["test"]
+        return {**metadata, "served": served, "calibration": {"x": calib.x, "y": calib.y},
+                "metrics": {"test": {"roc_auc": t["roc_auc"], "pr_auc": t["pr_auc"], "log_loss": t["log_loss"]},
+                            "validation": {"roc_auc": figures["validation_roc_auc"]}}}
+
+    if served["model"] != NEURAL:
+        model = result.baselines[served["model"]]
+        try:
+            return write_graph_bundle(folder, sklearn_graph(model, test.x.shape[1], length), test.arrays(),
+                                      model.predict_proba(test.x)[:, 1], described(served["model"], Calibration()),
+                                      customers, result.vocab, against="scikit-learn", atol=atol)
+        except (MapwiseError, RuntimeError, ValueError) as err:
+            why = str(err).splitlines()[0][:200]
+            served.update(model=NEURAL, baseline=False, reason=f"The neural model serves: {served['model']} beats it but "
+                                                               f"cannot be exported to ONNX ({why}).")
+    return write_target_bundle(folder, result.net, test.arrays(), described(NEURAL, result.calibration), customers,
+                               result.vocab, binary=True, output=PROBABILITY, sequence_length=result.sequence_length,
+                               atol=atol)

@@ -35,6 +35,7 @@ def write_propensity_report(report: dict, plots_dir: Path, path: Path) -> None:
                          f"{gap['roc_auc_gain']:+.4f} [{gap['ci'][0]:+.4f}, {gap['ci'][1]:+.4f}] ROC AUC on test: the neural "
                          f"model {verdict} it. Rows: {task['rows']}; positive rate {task['positive_rate']}. Calibration "
                          f"{'applied' if task['calibration'].get('used') else 'not applied'}.</p>")
+        parts += _served_part(task.get("served"))
         parts += _private_part(task.get("private")) + _augment_part(task.get("augment"))
         if task.get("consent"):
             held = sum(w["customers"] for w in task["consent"]["withheld"].values())
@@ -52,6 +53,12 @@ def write_propensity_report(report: dict, plots_dir: Path, path: Path) -> None:
     intro = ("Held-out figures with 95% bootstrap intervals; every model is fitted on the same training rows and "
              "chosen on validation. Attributions are integrated gradients from the mean test row.")
     write_text(path, page("Propensity", intro, "".join(parts)))
+
+
+def _served_part(served: dict | None) -> list[str]:
+    """The model that serves, and why, in one sentence."""
+    return [f"<p class=\"served\"><strong>Served: {html.escape(served['model'])}.</strong> "
+            f"{html.escape(served['reason'])}</p>"] if served else []
 
 
 def _private_part(dp: dict | None) -> list[str]:
@@ -111,6 +118,7 @@ def write_uplift_report(report: dict, plots_dir: Path, path: Path) -> None:
                              "uplift@30% by group"], rows))
         parts += [inline_png(plots_dir / f"{outcome}_{arm}_qini.png") for arm in arms[1:]]
     policy = report["policy"]
+    parts += _served_part(report.get("served"))
     parts.append(f"<h2>Next best action: value per customer ({html.escape(policy['outcome'])}, net of "
                  f"{policy['contact_cost']} per contact)</h2>")
     parts.append(table(["policy", "value [95%]", "contacted"], [

@@ -147,16 +147,27 @@ def choose_actions(u: np.ndarray, arm_names: list[str], cost: float) -> tuple[np
     return actions, np.where(gain > 0, gain, 0.0)
 
 
+def fixed_policies(arm_names: list[str], rows: int) -> dict[str, np.ndarray]:
+    """The policies that ignore the customer: send nobody (control), or everybody one treated arm."""
+    out = {"send_none": np.full(rows, arm_names[0], dtype=object)}
+    for name in arm_names[1:]:
+        out[f"send_all_{name}"] = np.full(rows, name, dtype=object)
+    return out
+
+
+def _trial(arm: np.ndarray, arm_names: list[str], shares: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's assigned arm by name and the probability the trial assigned it."""
+    assigned = np.asarray(arm_names, dtype=object)[arm]
+    return assigned, np.array([shares[a] for a in assigned])
+
+
 def policy_values(u: np.ndarray, y: np.ndarray, arm: np.ndarray, arm_names: list[str], shares: dict[str, float],
                   cost: float, n_boot: int, seed: int) -> dict:
     """IPW value per customer (outcome net of contact cost) of the model's policy and fixed ones, with intervals."""
-    assigned = np.asarray(arm_names, dtype=object)[arm]
-    propensity = np.array([shares[a] for a in assigned])
+    assigned, propensity = _trial(arm, arm_names, shares)
     rng = np.random.default_rng(seed)
-    policies = {"model": choose_actions(u, arm_names, cost)[0], "send_none": np.full(len(y), arm_names[0], dtype=object),
+    policies = {"model": choose_actions(u, arm_names, cost)[0], **fixed_policies(arm_names, len(y)),
                 "random": np.asarray(arm_names, dtype=object)[rng.integers(0, len(arm_names), len(y))]}
-    for name in arm_names[1:]:
-        policies[f"send_all_{name}"] = np.full(len(y), name, dtype=object)
     out = {}
     for name, chosen in policies.items():
         args = (y, assigned, chosen, propensity)
@@ -164,6 +175,39 @@ def policy_values(u: np.ndarray, y: np.ndarray, arm: np.ndarray, arm_names: list
         out[name] = {"value": m.policy_value(*args, cost=cost, no_contact=arm_names[0]), "ci": list(ci),
                      "contacted_share": float(np.mean(chosen != arm_names[0]))}
     return out
+
+
+def versus_fixed(u: np.ndarray, y: np.ndarray, arm: np.ndarray, arm_names: list[str], shares: dict[str, float],
+                 cost: float, values: dict, n_boot: int, seed: int) -> dict:
+    """The model's policy against the best fixed policy on these rows (by `values`, from `policy_values`; ties go to
+    sending fewer): the IPW value gain per customer and its paired bootstrap 95% interval."""
+    fixed = fixed_policies(arm_names, len(y))
+    best = max(fixed, key=lambda k: values[k]["value"])
+    assigned, propensity = _trial(arm, arm_names, shares)
+
+    def gain(y, assigned, model, other, propensity):  # noqa: ANN001, ANN202
+        return (m.policy_value(y, assigned, model, propensity, cost=cost, no_contact=arm_names[0])
+                - m.policy_value(y, assigned, other, propensity, cost=cost, no_contact=arm_names[0]))
+
+    args = (y, assigned, choose_actions(u, arm_names, cost)[0], fixed[best], propensity)
+    return {"fixed": best, "gain": gain(*args), "ci": list(m.bootstrap_interval(gain, args, n=n_boot, seed=seed))}
+
+
+def served(model: str, versus: dict) -> dict:
+    """What acts: the model's policy only when the interval of its gain over the best fixed policy lies above 0;
+    otherwise that fixed policy. `reason` says why, in one sentence; `baseline` whether the fixed policy acts."""
+    fixed, (lo, hi) = versus["fixed"], versus["ci"]
+    figures = f"value per customer {versus['gain']:+.4f} [95% {lo:+.4f}, {hi:+.4f}] over {fixed}, the best fixed policy on test"
+    if lo > 0:
+        return {"model": model, "reason": f"The {model} policy serves: it beats {fixed} ({figures}).", "baseline": False}
+    return {"model": fixed, "reason": f"The fixed policy {fixed} serves, not the {model} policy, which does not beat it "
+                                      f"({figures}).", "baseline": True}
+
+
+def fixed_outcomes(values: dict, arm_names: list[str], cost: float) -> list[float]:
+    """Constant per-arm outcomes under which the next best action is the best fixed policy: each arm's fixed-policy
+    value, treated arms' contact cost added back (so a treated arm's net uplift is its value gain over sending none)."""
+    return [values["send_none"]["value"]] + [values[f"send_all_{a}"]["value"] + cost for a in arm_names[1:]]
 
 
 def encoder_for(table: pl.DataFrame, p: UpliftParams) -> Encoder:
