@@ -1,7 +1,9 @@
-"""Training and scoring throughput of the sequence models on the split in params (run `dvc repro split` first).
+"""Training and scoring throughput of the sequence models and the ranker on the split in params (run `dvc repro split`
+first).
 
-Writes bench/results/train.json: per model, training examples/s and seconds for one epoch, full-ranking
-evaluation throughput (customers/s over the whole catalogue) and the process's peak memory.
+Writes bench/results/train.json: per model, training examples/s and seconds for one epoch (the ranker: the
+whole fit, selection and refit included), full-ranking evaluation throughput (customers/s over the whole
+catalogue) and the process's peak memory.
 """
 
 from __future__ import annotations
@@ -40,19 +42,49 @@ def bench_model(name: str, split, p, repeats: int) -> dict:
     trainer.fit(module, loader)
     epoch_s = time.perf_counter() - start
     histories = [np.asarray(h) for h in split.test[HISTORY].to_list()]
-    score = network_scorer(module.net.eval())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        top_k(score(histories), 10)
-        times.append(time.perf_counter() - start)
     return {
         "model": name,
         "train_examples": examples,
         "epoch_s": round(epoch_s, 2),
         "train_examples_per_s": round(examples / epoch_s),
         "eval_customers": len(histories),
-        "eval_customers_per_s": round(len(histories) / min(times)),
+        "eval_customers_per_s": scoring_rate(module.net.eval(), histories, repeats),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def scoring_rate(net: torch.nn.Module, histories: list[np.ndarray], repeats: int) -> int:
+    """Customers per second ranked over the whole catalogue (top 10), the best of `repeats` timings."""
+    score = network_scorer(net)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        top_k(score(histories), 10)
+        times.append(time.perf_counter() - start)
+    return round(len(histories) / min(times))
+
+
+def bench_ranker(split, params, repeats: int) -> dict:  # noqa: ANN001 - a Split and the Params
+    """The ranker's whole fit (label windows, generators, trees, validation, refit) and its scoring throughput."""
+    import polars as pl
+
+    from mapwise.recommend.ranker.fit import fit_ranker
+    from mapwise.recommend.ranker.items import item_prices
+
+    price = item_prices(split.items, pl.read_parquet(ROOT / params.ingest.canonical_dir / "items.parquet"))
+    start = time.perf_counter()
+    result = fit_ranker(split, price, params.train.ranker, params.split, refit=params.train.refit, seed=params.train.seed)
+    fit_s = time.perf_counter() - start
+    rows = result.report["rows"]["training"] + result.report["rows"]["validation"]
+    histories = [np.asarray(h) for h in split.test[HISTORY].to_list()]
+    return {
+        "model": "ranker",
+        "train_examples": rows,
+        "epoch_s": round(fit_s, 2),
+        "train_examples_per_s": round(rows / fit_s),
+        "rounds": result.report["rounds"],
+        "eval_customers": len(histories),
+        "eval_customers_per_s": scoring_rate(result.ranker, histories, repeats),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
@@ -64,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     split = load_split(ROOT / params.split.out_dir)
-    results = [bench_model(name, split, params.train, args.repeats) for name in params.train.models]
+    results = [bench_ranker(split, params, args.repeats) if name == "ranker" else bench_model(name, split, params.train, args.repeats)
+               for name in params.train.models]
     report = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},

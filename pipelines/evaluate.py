@@ -22,7 +22,7 @@ from mapwise.recommend.ranker.diagnostics import ranker_section  # noqa: E402
 from mapwise.recommend.models.training import load_network, selected_network  # noqa: E402
 from mapwise.params import RANKER, Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402
-from mapwise.recommend.slices import customer_slices  # noqa: E402
+from mapwise.recommend.slices import customer_slices, target_slices  # noqa: E402
 from mapwise.recommend.split import describe_split, load_split  # noqa: E402
 from pipelines._stage import run, write_json  # noqa: E402
 
@@ -63,7 +63,7 @@ def stage(params: Params) -> None:
         if not path.exists():
             raise MapwiseError(f"{path}: not found; run the train stage first")
         scorers[name] = network_scorer(load_network(path))
-    slices = customer_slices(params)
+    slices = {**customer_slices(params), **target_slices(split)}
     report = evaluate(split, scorers, ks=sorted(p.ks), slices=slices, baselines=p.baselines,
                       bootstrap=p.bootstrap, seed=p.seed, headline_k=p.headline_k)
     selected = {name: selected_network(params.train.out_dir, name) for name in params.train.models}

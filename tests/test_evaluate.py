@@ -20,6 +20,12 @@ def _split() -> Split:
     return Split(items, pl.DataFrame(), test.clear(), test, pl.DataFrame())
 
 
+def test_target_slices_say_repeat_explore_or_mixed():
+    from mapwise.recommend.slices import target_slices
+
+    assert target_slices(_split()) == {"targets": {"u1": "mixed", "u2": "explore", "u3": "repeat"}}
+
+
 def test_new_items_variant_drops_what_was_bought():
     both = cases(_split())
     assert [t.tolist() for t in both["all_items"].targets] == [[1, 3], [4], [4]]
@@ -59,18 +65,22 @@ def test_report_has_every_recommender_with_intervals_and_verdict():
 
 
 def test_evaluate_stage_end_to_end(tmp_path):
-    root = tiny_project(tmp_path, models=["gru"], max_epochs=1)
+    root = tiny_project(tmp_path, models=["gru", "ranker"], max_epochs=1)
     for verb in ("split", "train", "evaluate"):
         done = run_stage(root, verb)
         assert done.returncode == 0, f"{verb}: {done.stderr[-2000:]}"
     report = json.loads((root / "reports/evaluate.json").read_text())
     for variant in ("all_items", "new_items"):
         recs = report[variant]["recommenders"]
-        assert set(recs) == {"gru", "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
+        assert set(recs) == {"gru", "ranker", "popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
         low, high = recs["gru"]["ndcg@10_ci"]
         assert low <= recs["gru"]["ndcg@10"] <= high
         assert recs["gru"]["ndcg@10_vs_best_baseline"]["baseline"] in {"popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
-        assert set(recs["gru"]["slices"]) == {"segment", "tenure"}
+        assert set(recs["gru"]["slices"]) == {"segment", "tenure", "targets"}
+    ranker = report["ranker"]  # candidate recall, the ranker beside each generator alone, what its trees split on
+    assert 0 < ranker["candidate_recall"]["all_items"] <= 1
+    assert set(ranker["vs_generators"]["all_items"]) == {"own_history", "ease", "item_knn", "popularity"}
+    assert ranker["feature_importance_gain"] and (root / "reports/plots/train/ranker.png").stat().st_size > 1000
     assert "NDCG@10" in done.stdout
     before = report["before_refit"]["all_items"]["gru"]  # the validation-selected model, beside the refit one
     assert before["refit_ndcg@10"] == report["all_items"]["recommenders"]["gru"]["ndcg@10"]

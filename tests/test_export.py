@@ -68,7 +68,11 @@ def test_a_fixed_axis_is_caught(tmp_path):
 
 def test_export_stage_writes_bundles_with_metadata(exported_root):
     report = json.loads((exported_root / "reports/export.json").read_text())
-    assert set(report) == {"gru", "sasrec"} and all(r["passed"] for r in report.values())
+    baselines = {"popularity", "personal_popularity", "recency_frequency", "item_knn", "ease"}
+    assert set(report) == {"gru", "sasrec"} | baselines and all(r["passed"] for r in report.values())
+    served = load_bundle(exported_root / "models/export/personal_popularity")  # a baseline: bundled to be servable
+    assert served.metadata["trained_with"]["name"] == "personal_popularity" and served.metadata["parity"]["passed"]
+    assert served.metadata["metrics"]["test"]["all_items"]["ndcg@10"] >= 0
     bundle = load_bundle(exported_root / "models/export/sasrec")
     meta = bundle.metadata
     assert meta["model"] == "sasrec" and meta["dynamic_axes"] == {"batch": True, "length": True}

@@ -38,7 +38,6 @@ from mapwise.registry import (
 from mapwise.recommend.split import ITEM_IDX, Split
 from mapwise.tracking import tracking_uri
 
-_BATCH = 1024
 
 
 def bundle_scorer(bundle: Bundle, split_items: pl.DataFrame) -> Scorer:
@@ -50,8 +49,9 @@ def bundle_scorer(bundle: Bundle, split_items: pl.DataFrame) -> Scorer:
 
     def score(histories: list[np.ndarray]) -> np.ndarray:
         out = np.full((len(histories), len(ids) + 1), -np.inf, dtype=np.float32)
-        for start in range(0, len(histories), _BATCH):
-            mapped = [to_bundle[h][to_bundle[h] > 0] for h in histories[start : start + _BATCH]]
+        step = bundle.rows_per_call
+        for start in range(0, len(histories), step):
+            mapped = [to_bundle[h][to_bundle[h] > 0] for h in histories[start : start + step]]
             windows = pad_left(mapped, bundle.max_len)
             scores = bundle.session.run([SCORES], {INPUT: windows})[0]
             out[start : start + len(mapped), known] = scores[:, to_bundle[known]]

@@ -29,11 +29,13 @@ Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
 def network_scorer(net: SequenceRecommender) -> Scorer:
     """Scores from a sequence network, in batches, on the CPU."""
 
+    batch = getattr(net, "batch", _BATCH)  # the ranker bounds its own (its features gather per catalogue item)
+
     def score(histories: Sequence[np.ndarray]) -> np.ndarray:
         out = []
         with torch.no_grad():
-            for start in range(0, len(histories), _BATCH):
-                seq = torch.from_numpy(pad_left(histories[start : start + _BATCH], net.max_len))
+            for start in range(0, len(histories), batch):
+                seq = torch.from_numpy(pad_left(histories[start : start + batch], net.max_len))
                 out.append(net(seq).numpy())
         return np.concatenate(out) if out else np.empty((0, net.n_items + 1), np.float32)
 

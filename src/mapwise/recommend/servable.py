@@ -20,7 +20,20 @@ from mapwise.recommend import baselines as b
 from mapwise.recommend.window import item_rows, neighbour_rows, padding_to_minus_inf, recency, window
 
 
-class StaticRecommender(nn.Module):
+class FixedNetwork(nn.Module):
+    """A network built from its saved tensors rather than from sizes: `hparams()` and the state say it all."""
+
+    def hparams(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        """The same file layout as a trained network (hparams and tensors), loaded by `load_network`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            torch.save({"hparams": self.hparams(), "state_dict": dict(self.state_dict())}, tmp)
+
+
+class StaticRecommender(FixedNetwork):
     """A recommender whose state is a set of named tensors (buffers) and a few plain settings."""
 
     name = ""
@@ -33,12 +46,6 @@ class StaticRecommender(nn.Module):
 
     def hparams(self) -> dict:
         return {"name": self.name, "n_items": self.n_items, "max_len": self.max_len, "settings": self.settings}
-
-    def save(self, path: Path) -> None:
-        """The same file layout as a trained network (hparams and tensors), loaded by `load_network`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:
-            torch.save({"hparams": self.hparams(), "state_dict": dict(self.state_dict())}, tmp)
 
     @classmethod
     def from_saved(cls, hparams: dict, state: dict[str, torch.Tensor]) -> Self:

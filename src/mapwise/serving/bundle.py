@@ -39,6 +39,7 @@ NETWORK_FILE = "network.pt"
 EXTRA_FILES = (METADATA_FILE, ITEMS_FILE, CUSTOMERS_FILE)
 RETRIEVAL_FILES = (QUERY_FILE, VECTORS_FILE)  # both or neither
 OPTIONAL_FILES = (*RETRIEVAL_FILES, NETWORK_FILE)
+GRAPH_VALUES = 1 << 26  # values a bulk scoring call may hold per [rows, max_len, items] intermediate: 256 MiB
 RECENT_POPULARITY = "recent_popularity"
 RECENT = "recent"
 PURCHASED = "purchased"
@@ -100,6 +101,12 @@ class Bundle:
     @property
     def n_items(self) -> int:
         return int(self.metadata["n_items"])
+
+    @property
+    def rows_per_call(self) -> int:
+        """Histories per graph call in bulk scoring: a graph may hold [rows, max_len, items] values (the ranker's
+        features do), so the rows are bounded by the catalogue and window sizes."""
+        return max(1, min(1024, GRAPH_VALUES // (self.max_len * (self.n_items + 1))))
 
 
 def load_bundle(folder: Path, *, threads: int = 1) -> Bundle:

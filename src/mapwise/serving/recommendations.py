@@ -159,8 +159,12 @@ class Recommender:
         return mask
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Model scores [n, n_items + 1] for item-index histories (oldest first; the last max_len are read)."""
-        return self.bundle.session.run([SCORES], {INPUT: pad_left(histories, self.max_len)})[0]
+        """Model scores [n, n_items + 1] for item-index histories (oldest first; the last max_len are read), in
+        calls of at most `bundle.rows_per_call` histories."""
+        step = self.bundle.rows_per_call
+        parts = [self.bundle.session.run([SCORES], {INPUT: pad_left(histories[i:i + step], self.max_len)})[0]
+                 for i in range(0, max(len(histories), 1), step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def infer(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """What `top` ranks from, one row per history: the query vectors (ann) or the catalogue's scores (exact)."""

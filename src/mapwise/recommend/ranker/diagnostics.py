@@ -13,15 +13,15 @@ from mapwise.recommend.ranker.network import Ranker
 # each generator alone is one of the evaluate baselines (same method; the ranker's own settings may differ)
 GENERATOR_BASELINES = {"own_history": "recency_frequency", "ease": "ease", "item_knn": "item_knn",
                        "popularity": "popularity"}
-_BATCH = 64
 
 
 def candidate_recall(ranker: Ranker, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
     """Share of the target purchases that are among the ranker's candidates: the most any ranking of them finds."""
     found = wanted = 0
     with torch.no_grad():
-        for start in range(0, len(histories), _BATCH):
-            windows = pad_left([np.asarray(h)[-ranker.max_len:] for h in histories[start:start + _BATCH]], ranker.max_len)
+        for start in range(0, len(histories), ranker.batch):
+            windows = pad_left([np.asarray(h)[-ranker.max_len:] for h in histories[start:start + ranker.batch]],
+                               ranker.max_len)
             cand = ranker.features(torch.from_numpy(windows))[0].numpy()
             for row, items in enumerate(cand):
                 target = targets[start + row]

@@ -28,12 +28,11 @@ from mapwise.recommend.metrics import ranking_metrics, top_k
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.recommend.ranker.features import FEATURES, CandidateFeatures
 from mapwise.recommend.ranker.items import item_statistics
-from mapwise.recommend.ranker.network import Ranker
+from mapwise.recommend.ranker.network import Ranker, batch_size
 from mapwise.recommend.ranker.trees import TreeEnsemble, tree_tables
 from mapwise.recommend.servable import dense_neighbours
 from mapwise.recommend.split import HISTORY, ITEM_IDX, TARGETS, VALIDATION_K, Split
 
-_BATCH = 64  # customers per torch call: EASE gathers [batch, max_len, items] floats
 
 
 def fit_features(purchases: pl.DataFrame, n_items: int, price: np.ndarray, p: RankerParams) -> CandidateFeatures:
@@ -87,9 +86,10 @@ def examples(features: CandidateFeatures, histories: Sequence[np.ndarray], targe
     """Candidates of each customer with their features and labels; customers whose window has no positive and
     no negative candidate teach nothing and are left out."""
     xs, ys, groups, found, wanted = [], [], [], 0, 0
+    batch = batch_size(features.n_items, max_len)
     with torch.no_grad():
-        for start in range(0, len(histories), _BATCH):
-            windows = torch.from_numpy(pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + _BATCH]], max_len))
+        for start in range(0, len(histories), batch):
+            windows = torch.from_numpy(pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + batch]], max_len))
             cand, feats = (t.numpy() for t in features(windows))
             for row in range(cand.shape[0]):
                 items, first = np.unique(cand[row], return_index=True)
@@ -137,13 +137,12 @@ def ranker_of(features: CandidateFeatures, booster: lgb.Booster, rounds: int, ma
     return Ranker(features, TreeEnsemble(tree_tables(booster.dump_model(num_iteration=rounds))), max_len, info)
 
 
-def validation_ndcg(net: torch.nn.Module, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-                    max_len: int) -> float:
+def validation_ndcg(net: Ranker, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray], max_len: int) -> float:
     """Full-catalogue NDCG@10 of a network on the given windows (what every model is selected on)."""
-    scores = []
+    scores, batch = [], net.batch
     with torch.no_grad():
-        for start in range(0, len(histories), _BATCH):
-            windows = pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + _BATCH]], max_len)
+        for start in range(0, len(histories), batch):
+            windows = pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + batch]], max_len)
             scores.append(net(torch.from_numpy(windows)).numpy())
     recs = top_k(np.concatenate(scores), VALIDATION_K)
     return float(ranking_metrics(recs, targets, [VALIDATION_K])[f"ndcg@{VALIDATION_K}"].mean())
@@ -161,13 +160,14 @@ def fit_ranker(split: Split, price: np.ndarray, p: RankerParams, sp: SplitParams
     """Fit, select (early stopping on validation) and, with `refit`, refit the ranker; its report and curve."""
     n = split.n_items
     before, histories, targets = label_window(split.train, sp)
-    train_rows = examples(fit_features(before, n, price, p), histories, targets, p.max_len)
-    valid_features = fit_features(split.train, n, price, p)
     v_hist = [np.asarray(h) for h in split.valid[HISTORY].to_list()]
     v_targets = [np.asarray(t) for t in split.valid[TARGETS].to_list()]
+    train_rows = examples(fit_features(before, n, price, p), histories, targets, p.max_len) if histories else None
+    valid_features = fit_features(split.train, n, price, p)
     valid_rows = examples(valid_features, v_hist, v_targets, p.max_len)
-    if not train_rows.groups.size or not valid_rows.groups.size:
-        raise MapwiseError(f"the ranker has no customers to learn from (label windows: {train_rows.groups.size} for "
+    if train_rows is None or not train_rows.groups.size or not valid_rows.groups.size:
+        raise MapwiseError(f"the ranker has no customers to learn from (label windows: "
+                           f"{0 if train_rows is None else train_rows.groups.size} for "
                            f"training, {valid_rows.groups.size} for validation): too little data before the validation "
                            f"window; leave '{RANKER}' out of train.models")
     params, evals = _booster_params(p, seed), {}

@@ -8,22 +8,26 @@ order of global popularity, so filters that remove candidates still leave a full
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Self
 
 import torch
-from torch import nn
 
-from mapwise.atomic import replacing
 from mapwise.params import RANKER
 from mapwise.recommend.ranker.features import FEATURES, CandidateFeatures
 from mapwise.recommend.ranker.trees import TreeEnsemble
+from mapwise.recommend.servable import FixedNetwork
 from mapwise.recommend.window import padding_to_minus_inf
 
 _FEATURE_PREFIX, _TREE_PREFIX = "features.", "trees."
+_GATHERED = 1 << 24  # floats one torch call may gather (EASE reads [customers, max_len, items]): 64 MiB
 
 
-class Ranker(nn.Module):
+def batch_size(n_items: int, max_len: int) -> int:
+    """Customers per torch call, so that the EASE gather stays near _GATHERED floats whatever the catalogue."""
+    return max(1, min(256, _GATHERED // (max_len * (n_items + 1))))
+
+
+class Ranker(FixedNetwork):
     """Candidate features and the boosted trees that rank them."""
 
     name = RANKER
@@ -32,6 +36,11 @@ class Ranker(nn.Module):
         super().__init__()
         self.features, self.trees, self.max_len, self.n_items = features, trees, max_len, features.n_items
         self.info = dict(info or {})  # what it was trained with and how it did (plain values)
+
+    @property
+    def batch(self) -> int:
+        """Customers to score per call in bulk scoring (evaluation): memory bounded whatever the catalogue."""
+        return batch_size(self.n_items, self.max_len)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         cand, feats = self.features(history)
@@ -44,12 +53,6 @@ class Ranker(nn.Module):
     def hparams(self) -> dict:
         return {"name": self.name, "n_items": self.n_items, "max_len": self.max_len, "info": self.info,
                 "settings": {"half_life": self.features.half_life, "per_generator": self.features.per_generator}}
-
-    def save(self, path: Path) -> None:
-        """The same file layout as a trained network (hparams and tensors), loaded by `load_network`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:
-            torch.save({"hparams": self.hparams(), "state_dict": dict(self.state_dict())}, tmp)
 
     @classmethod
     def from_saved(cls, hparams: dict, state: dict[str, torch.Tensor]) -> Self:
