@@ -168,10 +168,11 @@ def shop_csv(path: Path, **events) -> Path:
     return path
 
 
-def dvc_project(root: Path, **train_overrides) -> Path:
+def dvc_project(root: Path, baselines: list[str] | None = None, **train_overrides) -> Path:
     """A git + DVC repository with the real dvc.yaml, stages and code, a raw shop CSV and the tiny params, committed.
 
     Its default DVC remote is the real one, under ~ (tests that push set $HOME to a temporary folder).
+    `baselines` replaces evaluate.baselines (a model barely trained loses to them, and a baseline then serves).
     """
     import shutil
     import subprocess
@@ -192,6 +193,8 @@ def dvc_project(root: Path, **train_overrides) -> Path:
     })
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ingest"].update(raw_dir="raw", sources=["shop"])
+    if baselines is not None:
+        params["evaluate"]["baselines"] = baselines
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for ignore in (".gitignore", "data/.gitignore"):  # as in a clone: outputs are DVC's, not git's
         shutil.copy(REPO / ignore, root / ignore)

@@ -116,3 +116,9 @@ def test_too_little_data_is_one_line(split):
                        report="unused.json")
     with pytest.raises(MapwiseError, match="no customers to learn from"):
         fit_ranker(split, np.full(split.n_items + 1, np.nan), SMALL, late, refit=False, seed=0)
+
+
+def test_label_windows_are_sampled_down_to_max_customers(split):
+    few = SMALL.model_copy(update={"max_customers": 10})
+    report = fit_ranker(split, np.full(split.n_items + 1, np.nan), few, SPLIT, refit=False, seed=0).report
+    assert 0 < report["rows"]["training_customers"] <= 10 and 0 < report["rows"]["validation_customers"] <= 10

@@ -127,6 +127,8 @@ class RankerParams(_Section):
     ease_l2: float = Field(500, gt=0)
     ease_max_items: int = Field(10_000, ge=1, description="the EASE generator is left out above this catalogue size")
     popularity_window_days: int = Field(30, ge=1, description="recent popularity and trend: purchases in these last days")
+    max_customers: int = Field(20_000, ge=1, description="customers per label window the trees learn from (a seeded "
+                               "sample when more): the rows are customers x candidates, so this bounds the fit")
     trees: LightGBMParams = LightGBMParams()
 
 

@@ -120,6 +120,14 @@ def label_window(train: pl.DataFrame, sp: SplitParams) -> tuple[pl.DataFrame, li
     return before, [np.asarray(h) for h in rows[HISTORY].to_list()], [np.asarray(t) for t in rows[TARGETS].to_list()]
 
 
+def sample(histories: list[np.ndarray], targets: list[np.ndarray], most: int, seed: int) -> tuple[list, list]:
+    """At most `most` customers' windows, a seeded sample in their original order."""
+    if len(histories) <= most:
+        return histories, targets
+    keep = np.sort(np.random.default_rng(seed).choice(len(histories), most, replace=False))
+    return [histories[i] for i in keep], [targets[i] for i in keep]
+
+
 def _dataset(ex: Examples, reference: lgb.Dataset | None = None) -> lgb.Dataset:
     return lgb.Dataset(ex.x, ex.y, group=ex.groups, feature_name=list(FEATURES), reference=reference, free_raw_data=False)
 
@@ -160,8 +168,9 @@ def fit_ranker(split: Split, price: np.ndarray, p: RankerParams, sp: SplitParams
     """Fit, select (early stopping on validation) and, with `refit`, refit the ranker; its report and curve."""
     n = split.n_items
     before, histories, targets = label_window(split.train, sp)
-    v_hist = [np.asarray(h) for h in split.valid[HISTORY].to_list()]
-    v_targets = [np.asarray(t) for t in split.valid[TARGETS].to_list()]
+    histories, targets = sample(histories, targets, p.max_customers, seed)
+    v_hist, v_targets = sample([np.asarray(h) for h in split.valid[HISTORY].to_list()],
+                               [np.asarray(t) for t in split.valid[TARGETS].to_list()], p.max_customers, seed)
     train_rows = examples(fit_features(before, n, price, p), histories, targets, p.max_len) if histories else None
     valid_features = fit_features(split.train, n, price, p)
     valid_rows = examples(valid_features, v_hist, v_targets, p.max_len)
