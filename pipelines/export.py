@@ -21,7 +21,7 @@ from mapwise.serving.bundle import MODEL_FILE, NETWORK_FILE, write_bundle
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.training import load_network, network_hparams
-from mapwise.serving.onnx_export import Parity, check_parity, dynamic_length, export_onnx, export_query
+from mapwise.serving.onnx_export import Parity, check_parity, dynamic_length, export_onnx, export_query, padding_invariant
 from mapwise.recommend.models.networks import SequenceRecommender
 from mapwise.params import ExportParams, Params
 from mapwise.serving.tables import customer_table, item_table
@@ -44,7 +44,7 @@ def export_graphs(net: SequenceRecommender, build: Path, sample: list[np.ndarray
 
 
 def bundle_metadata(name: str, net: SequenceRecommender, top_k: int | None, parity: Parity,
-                    query_diff: float | None) -> dict:
+                    query_diff: float | None, padding_free: bool = False) -> dict:
     """The bundle metadata the graphs determine (the stage adds what the model was trained with, lineage, metrics)."""
     return {
         "model": name,
@@ -54,6 +54,7 @@ def bundle_metadata(name: str, net: SequenceRecommender, top_k: int | None, pari
         "outputs": [SCORES] if top_k is None else [SCORES, TOP_ITEMS, TOP_SCORES],
         "top_k": top_k,
         "dynamic_axes": {"batch": True, "length": dynamic_length(net)},
+        "padding_invariant": padding_free,  # the service may pad a window to its own length only
         "parity": parity.as_dict(),
         "retrieval": {"dot_product": query_diff is not None, "query_max_abs_diff": query_diff},
     }
@@ -121,7 +122,7 @@ def _export_all(params: Params, networks: dict[str, Path], items: pl.DataFrame, 
                     f"(needed {p.min_top10_agreement:.0%})"
                 )
             metadata = {
-                **bundle_metadata(name, net, top_k, parity, query_diff),
+                **bundle_metadata(name, net, top_k, parity, query_diff, padding_invariant(net, sample, atol=p.atol)),
                 "trained_with": network_hparams(path),
                 "lineage": {**versions, "train_run_id": trained.get(name, {}).get("run_id")},
                 "metrics": _metrics(evaluation, name, trained.get(name, {})),

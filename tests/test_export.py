@@ -14,7 +14,7 @@ from mapwise.serving.bundle import load_bundle
 from mapwise.errors import MapwiseError
 from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.networks import build_network
-from mapwise.serving.onnx_export import check_dynamic_axes, check_parity, dynamic_length, export_onnx
+from mapwise.serving.onnx_export import check_dynamic_axes, check_parity, dynamic_length, export_onnx, padding_invariant
 from mapwise.params import ModelParams
 
 SMALL = ModelParams(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)
@@ -47,6 +47,18 @@ def test_export_is_dynamic_and_equal_to_the_network(tmp_path, name):
         np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
         np.testing.assert_allclose(top_scores, np.sort(expected, axis=1)[:, ::-1][:, :5], atol=1e-4)
         assert (np.take_along_axis(scores, top_items, axis=1) == top_scores).all()
+
+
+@pytest.mark.parametrize(("name", "invariant"), [("gru", False), ("caser", False), ("sasrec", True), ("repeatnet", True)])
+def test_padding_invariance_is_found_on_real_windows(name, invariant):
+    # a GRU reads its padding (the service must pad to max_len), attention never does; Caser reads a fixed window
+    torch.manual_seed(0)
+    net = build_network(name, N_ITEMS, SMALL).eval()
+    with torch.no_grad():
+        for key, value in net.named_parameters():
+            if key.startswith("gru.bias"):  # as after training: a zero padding input then still moves the state
+                value.normal_()
+    assert padding_invariant(net, _histories(), atol=1e-5) is invariant
 
 
 def test_parity_fails_for_a_graph_that_differs_from_the_network(tmp_path):

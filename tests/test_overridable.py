@@ -47,7 +47,7 @@ def test_fields_keep_description_bounds_and_choices():
     assert _field(SCHEMA, "export", "min_top10_agreement")["exclusiveMinimum"] == 0
     assert _field(SCHEMA, "export", "min_top10_agreement")["maximum"] == 1
     assert _field(SCHEMA, "split", "method")["enum"] == ["temporal", "leave_last_out"]
-    assert _field(SCHEMA, "train", "models")["items"]["enum"] == ["gru", "caser", "sasrec", "repeatnet"]
+    assert _field(SCHEMA, "train", "models")["items"]["enum"] == ["gru", "caser", "sasrec", "repeatnet", "ranker"]
     assert _field(SCHEMA, "train", "models")["minItems"] == 1
     assert SCHEMA["$defs"]["SplitParamsOverrides"]["description"] == Params.model_fields["split"].annotation.__doc__
     dropout = SCHEMA["$defs"]["ModelParamsOverrides"]["properties"]["dropout"]

@@ -19,7 +19,7 @@ from mapwise.recommend.ranker.onnx import CANDIDATES, FEATURE_ROWS, Front
 from mapwise.recommend.ranker.trees import TreeEnsemble, tree_tables
 from mapwise.recommend.split import HISTORY, TARGETS, temporal_split
 from mapwise.serving.inference import INPUT, session
-from mapwise.serving.onnx_export import _export, check_parity, export_onnx
+from mapwise.serving.onnx_export import _export, check_parity, export_onnx, padding_invariant
 from tests.conftest import TINY_CUTOFF, tiny_events
 
 SMALL = RankerParams(max_len=12, candidates_per_generator=6, knn_neighbours=5,
@@ -99,6 +99,7 @@ def test_exported_graph_equals_the_ranker_and_serves_the_training_features(split
     export_onnx(loaded, tmp_path / "model.onnx", top_k=5)
     parity = check_parity(loaded, session(tmp_path / "model.onnx"), histories, atol=1e-5, min_agreement=1.0)
     assert parity.passed and parity.max_abs_diff <= 1e-5, parity
+    assert padding_invariant(loaded, histories, atol=1e-6)  # the service pads a window only to its own length
     # the features the service computes (the graph's torch part, in onnxruntime) are the training code's: the same
     # candidates, the same values up to float rounding (sums taken in another order)
     _export(loaded, Front(loaded), tmp_path / "front.onnx", [CANDIDATES, FEATURE_ROWS])

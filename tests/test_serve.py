@@ -321,3 +321,18 @@ def test_serve_command_refuses_a_bad_model_reference_in_one_line(tmp_path):
     assert done.exit_code == 1 and "is neither models:/<name>@<alias> nor a bundle folder" in done.output
     done = CliRunner().invoke(app, ["serve", "--model", "models:/no-alias"])
     assert done.exit_code == 1 and "must look like models:/<name>@<alias>" in done.output
+
+
+def test_a_baseline_bundle_serves_like_a_model(exported_root):
+    # personal popularity, bundled by the export stage: the customer's most bought items first, with filters
+    folder = exported_root / "models/export/personal_popularity"
+    keeper = Keeper(FolderSource(folder))
+    assert keeper.refresh()
+    served = TestClient(create_app(keeper, KEY, ServeParams(max_k=20)))
+    raw, bought = _known_raw_id(folder)
+    answer = served.post("/recommendations", json={"customer_id": raw, "k": 3}).json()
+    assert answer["customer_known"] and answer["strategy"] == "model"
+    assert {i["item_id"] for i in answer["items"]} <= set(bought) and all(i["reason"] == "repeat" for i in answer["items"])
+    fresh = served.post("/recommendations", json={"customer_id": raw, "k": 3, "exclude_purchased": True}).json()
+    assert len(fresh["items"]) == 3 and not {i["item_id"] for i in fresh["items"]} & set(bought)
+    assert served.get("/model").json()["model"] == "personal_popularity"

@@ -78,6 +78,22 @@ def dynamic_length(net: SequenceRecommender) -> bool:
     return not isinstance(net, Caser)
 
 
+def padding_invariant(net: SequenceRecommender, histories: list[np.ndarray], *, atol: float, customers: int = 32) -> bool:
+    """Whether left padding leaves the scores alone (SASRec, RepeatNet, the ranker: yes; a GRU reads the padding), checked
+    on real histories: then the service pads a window only to its own length, and a short history costs less."""
+    if not dynamic_length(net):
+        return False
+    net = net.eval()
+    with torch.no_grad():
+        for history in histories[:customers]:
+            window = np.asarray(history)[-net.max_len:]
+            full = net(torch.from_numpy(pad_left([window], net.max_len))).numpy()[:, 1:]
+            short = net(torch.from_numpy(pad_left([window], max(2, len(window))))).numpy()[:, 1:]
+            if not np.allclose(full, short, rtol=0, atol=atol):
+                return False
+    return True
+
+
 def export_onnx(net: SequenceRecommender, path: Path, *, top_k: int | None = None) -> None:
     """Write `net` as ONNX at `path`; afterwards the input axes are checked to really be dynamic."""
     net = net.eval()

@@ -162,15 +162,23 @@ class Recommender:
         """Model scores [n, n_items + 1] for item-index histories (oldest first; the last max_len are read), in
         calls of at most `bundle.rows_per_call` histories."""
         step = self.bundle.rows_per_call
-        parts = [self.bundle.session.run([SCORES], {INPUT: pad_left(histories[i:i + step], self.max_len)})[0]
+        parts = [self.bundle.session.run([SCORES], {INPUT: self.windows(histories[i:i + step])})[0]
                  for i in range(0, max(len(histories), 1), step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def windows(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """The graph's input: histories left-padded to max_len, or, where padding never changes a score (checked at
+        export: `padding_invariant`), only to the longest of them (at least 2): short histories cost less."""
+        if not self.bundle.metadata.get("padding_invariant"):
+            return pad_left(histories, self.max_len)
+        longest = max((len(h) for h in histories), default=0)
+        return pad_left(histories, min(self.max_len, max(2, longest)))
 
     def infer(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """What `top` ranks from, one row per history: the query vectors (ann) or the catalogue's scores (exact)."""
         if self.ann is None:
             return self.score(histories)
-        return self.bundle.query.run([QUERY], {INPUT: pad_left(histories, self.max_len)})[0]
+        return self.bundle.query.run([QUERY], {INPUT: self.windows(histories)})[0]
 
     def top(self, row: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The best `k` allowed items for one row of `infer`, best first, with their scores."""

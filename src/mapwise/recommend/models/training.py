@@ -155,7 +155,7 @@ def window_tensors(histories: Sequence[np.ndarray], targets: Sequence[np.ndarray
 def config_hash(name: str, train: pl.DataFrame, n_items: int, p: TrainParams, *extra: object) -> str:
     """Identifies a training run: model, params (hardware aside), the data it sees and the model code."""
     shaping = p.model_dump(mode="json", exclude={"accelerator", "devices", "strategy", "num_nodes", "out_dir", "report",
-                                                 "models", "per_model"})
+                                                 "models", "per_model", "ranker"})  # the ranker's settings shape no network
     data = f"{n_items}:{train.height}:{train[ITEM_IDX].sum()}"
     code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
     return hashlib.sha256(json.dumps([name, shaping, data, code, *extra], sort_keys=True).encode()).hexdigest()[:12]

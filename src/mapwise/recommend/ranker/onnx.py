@@ -1,7 +1,8 @@
 """The ranker's ONNX graph: the torch-exported candidate features, then onnxruntime's own tree operator.
 
 Walking trees with tensor gathers costs milliseconds per request; `ai.onnx.ml.TreeEnsembleRegressor`
-(compared in float64, as LightGBM compares) costs microseconds. The graph completed here computes what
+a fraction of one. Its float32 thresholds are LightGBM's float64 ones rounded down, which for float32
+features decides every split as LightGBM does. The graph completed here computes what
 `Ranker.forward` computes: candidates get the trees' score, every other item a score below them in
 order of popularity, padding -inf, and optionally the top K.
 """
@@ -54,9 +55,18 @@ def _tree_attributes(trees: torch.nn.Module) -> dict:
                 a["target_nodeids"].append(node)
                 a["target_ids"].append(0)
                 weights.append(float(value[tree, node]))
-    a["nodes_values_as_tensor"] = numpy_helper.from_array(np.asarray(thresholds, dtype=np.float64), "thresholds")
-    a["target_weights_as_tensor"] = numpy_helper.from_array(np.asarray(weights, dtype=np.float64), "weights")
+    a["nodes_values"] = float32_thresholds(np.asarray(thresholds, dtype=np.float64)).tolist()
+    a["target_weights"] = np.asarray(weights, dtype=np.float32).tolist()
     return a
+
+
+def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
+    """The largest float32 at or below each float64 threshold: for a float32 input x, `x <= t32` exactly when
+    `x <= t` (LightGBM's float64 comparison), so the trees read float32 features without a cast."""
+    t32 = thresholds.astype(np.float32)
+    above = t32.astype(np.float64) > thresholds
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
 
 
 def complete(model: onnx.ModelProto, ranker: torch.nn.Module, outputs: list[str], top_k: int | None) -> onnx.ModelProto:
@@ -74,8 +84,7 @@ def complete(model: onnx.ModelProto, ranker: torch.nn.Module, outputs: list[str]
     ])
     nodes = [
         helper.make_node("Reshape", [FEATURE_ROWS, "rk_rows_shape"], ["rk_rows"]),
-        helper.make_node("Cast", ["rk_rows"], ["rk_rows64"], to=TensorProto.DOUBLE),
-        helper.make_node("TreeEnsembleRegressor", ["rk_rows64"], ["rk_tree_out"], domain=ML_DOMAIN, n_targets=1,
+        helper.make_node("TreeEnsembleRegressor", ["rk_rows"], ["rk_tree_out"], domain=ML_DOMAIN, n_targets=1,
                          aggregate_function="SUM", post_transform="NONE", **_tree_attributes(ranker.trees)),
         helper.make_node("Shape", [CANDIDATES], ["rk_cand_shape"]),
         helper.make_node("Reshape", ["rk_tree_out", "rk_cand_shape"], ["rk_ranked"]),
