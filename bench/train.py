@@ -93,11 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--repeats", type=int, default=3, help="scoring timings keep the best of N")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="these of train.models only (default: all); the others' figures in the file are kept")
     args = parser.parse_args()
     params = load_params(args.params)
     split = load_split(ROOT / params.split.out_dir)
     results = [bench_ranker(split, params, args.repeats) if name == "ranker" else bench_model(name, split, params.train, args.repeats)
-               for name in params.train.models]
+               for name in args.models or params.train.models]
     report = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
@@ -107,6 +109,9 @@ def main() -> None:
         "results": results,
     }
     out = ROOT / "bench" / "results" / "train.json"
+    if args.models and out.exists():
+        measured = {r["model"] for r in results}
+        report["results"] = [r for r in json.loads(out.read_text())["results"] if r["model"] not in measured] + results
     out.write_text(json.dumps(report, indent=2) + "\n")
     for r in results:
         print(f"{r['model']}: epoch {r['epoch_s']} s ({r['train_examples_per_s']:,} examples/s), "
