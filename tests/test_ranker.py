@@ -123,3 +123,20 @@ def test_label_windows_are_sampled_down_to_max_customers(split):
     few = SMALL.model_copy(update={"max_customers": 10})
     report = fit_ranker(split, np.full(split.n_items + 1, np.nan), few, SPLIT, refit=False, seed=0).report
     assert 0 < report["rows"]["training_customers"] <= 10 and 0 < report["rows"]["validation_customers"] <= 10
+
+
+def test_without_repeat_purchases_the_ranker_learns_to_look_past_the_history():
+    # film-ratings shape: nobody buys an item twice (30 purchases walk through 60 items), so the own-history
+    # generator's items (the window's) are never targets and the trees learn to rank them low, where the
+    # own-history generator alone would fill every top 5 with them
+    events = tiny_events(customers=400, items=60, steps=30)
+    split = temporal_split(events, cutoff=datetime.fromisoformat(TINY_CUTOFF), validation_days=10, horizon_days=30,
+                           min_history=1)
+    result = fit_ranker(split, np.full(split.n_items + 1, np.nan), SMALL, SPLIT, refit=True, seed=0)
+    assert 0 <= result.report["val_ndcg@10"] <= 1
+    windows = [np.asarray(h)[-SMALL.max_len:] for h in split.test[HISTORY].to_list()]
+    with torch.no_grad():
+        scores = result.ranker(torch.from_numpy(pad_left(windows, SMALL.max_len))).numpy()
+    top = np.argsort(-scores, axis=1)[:, :5]
+    seen = np.mean([np.isin(t, w).mean() for t, w in zip(top, windows, strict=True)])
+    assert seen < 0.25, f"{seen:.0%} of the top 5 were bought before, though nothing is ever bought twice"
