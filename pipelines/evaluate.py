@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from mapwise.recommend.baselines import TooLarge, build_baseline  # noqa: E402
+from mapwise.recommend.baselines import fit_baselines  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.recommend.evaluate import VARIANTS, before_refit, cases, evaluate, network_scorer  # noqa: E402
 from mapwise.recommend.ranker.diagnostics import ranker_section  # noqa: E402
@@ -48,16 +48,11 @@ def _plots(report: dict, ks: list[int], folder: Path) -> None:
 def stage(params: Params) -> None:
     p = params.evaluate
     split = load_split(params.split.out_dir)
-    scorers, skipped = {}, {}
     history = split.refit if params.train.refit else split.train  # what the models learnt from: all before the test
-    for name in p.baselines:
-        baseline = build_baseline(name, popularity_window_days=p.popularity_window_days, knn_neighbours=p.knn_neighbours,
-                                  recency_half_life=p.recency_half_life, ease_l2=p.ease_l2, ease_max_items=p.ease_max_items)
-        try:
-            scorers[name] = baseline.fit(history, split.n_items).score
-        except TooLarge as err:
-            skipped[name] = str(err)
-            print(f"evaluate: baseline {name} skipped: {err}")
+    fitted, skipped = fit_baselines(p, history, split.n_items)
+    scorers = {name: baseline.score for name, baseline in fitted.items()}
+    for name, why in skipped.items():
+        print(f"evaluate: baseline {name} skipped: {why}")
     for name in params.train.models:
         path = params.train.out_dir / f"{name}.pt"
         if not path.exists():

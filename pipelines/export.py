@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from mapwise.atomic import replacing_folder
-from mapwise.recommend.baselines import TooLarge, build_baseline
+from mapwise.recommend.baselines import fit_baselines
 from mapwise.recommend.servable import servable
 from mapwise.serving.bundle import MODEL_FILE, NETWORK_FILE, write_bundle
 from mapwise.errors import MapwiseError
@@ -62,16 +62,11 @@ def bundle_metadata(name: str, net: SequenceRecommender, top_k: int | None, pari
 
 def baseline_networks(params: Params, split) -> dict[str, torch.nn.Module]:  # noqa: ANN001 - a Split
     """Every evaluate baseline, fitted as the evaluate stage fits it, as a servable network (too large: left out)."""
-    e, nets = params.evaluate, {}
     history = split.refit if params.train.refit else split.train
-    for name in e.baselines:
-        baseline = build_baseline(name, popularity_window_days=e.popularity_window_days, knn_neighbours=e.knn_neighbours,
-                                  recency_half_life=e.recency_half_life, ease_l2=e.ease_l2, ease_max_items=e.ease_max_items)
-        try:
-            nets[name] = servable(name, baseline.fit(history, split.n_items), params.export.baseline_max_len)
-        except TooLarge as err:
-            print(f"export: baseline {name} not bundled: {err}")
-    return nets
+    fitted, skipped = fit_baselines(params.evaluate, history, split.n_items)
+    for name, why in skipped.items():
+        print(f"export: baseline {name} not bundled: {why}")
+    return {name: servable(name, baseline, params.export.baseline_max_len) for name, baseline in fitted.items()}
 
 
 def stage(params: Params) -> None:

@@ -15,6 +15,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from mapwise import columns as c
+from mapwise.params import EvaluateParams
 from mapwise.recommend.split import ITEM_IDX
 
 _KNN_BLOCK = 4096  # item rows of the similarity matrix computed at a time
@@ -246,6 +247,20 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "item_knn": ItemKNN,
     "ease": EASE,
 }
+
+
+def fit_baselines(e: EvaluateParams, train: pl.DataFrame, n_items: int) -> tuple[dict[str, Baseline], dict[str, str]]:
+    """Every baseline in `evaluate.baselines`, configured from the evaluate params and fitted on `train`; and, by name,
+    why those too large for the catalogue were left out."""
+    fitted, skipped = {}, {}
+    for name in e.baselines:
+        baseline = build_baseline(name, popularity_window_days=e.popularity_window_days, knn_neighbours=e.knn_neighbours,
+                                  recency_half_life=e.recency_half_life, ease_l2=e.ease_l2, ease_max_items=e.ease_max_items)
+        try:
+            fitted[name] = baseline.fit(train, n_items)
+        except TooLarge as err:
+            skipped[name] = str(err)
+    return fitted, skipped
 
 
 def build_baseline(name: str, *, popularity_window_days: int, knn_neighbours: int, recency_half_life: float = 20,

@@ -20,8 +20,7 @@ def candidate_recall(ranker: Ranker, histories: Sequence[np.ndarray], targets: S
     found = wanted = 0
     with torch.no_grad():
         for start in range(0, len(histories), ranker.batch):
-            windows = pad_left([np.asarray(h)[-ranker.max_len:] for h in histories[start:start + ranker.batch]],
-                               ranker.max_len)
+            windows = pad_left(histories[start:start + ranker.batch], ranker.max_len)
             cand = ranker.features(torch.from_numpy(windows))[0].numpy()
             for row, items in enumerate(cand):
                 target = targets[start + row]
@@ -33,7 +32,8 @@ def candidate_recall(ranker: Ranker, histories: Sequence[np.ndarray], targets: S
 def ranker_section(ranker: Ranker, cases: dict, report: dict, headline_k: int) -> dict:
     """Candidate recall per variant, the ranker's headline beside each generator's alone, and feature importance."""
     headline = f"ndcg@{headline_k}"
-    section = {"candidates_per_customer": "up to " + str(ranker.features.per_generator * (4 if ranker.features.has_ease else 3)),
+    generators = ranker.features.generators
+    section = {"candidates_per_customer": f"up to {ranker.features.per_generator * len(generators)}",
                "candidate_recall": {}, "vs_generators": {},
                "feature_importance_gain": ranker.info.get("feature_importance_gain", {}),
                "note": "each generator alone is the evaluate baseline of the same method; candidates are merged from "

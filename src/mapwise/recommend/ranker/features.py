@@ -18,7 +18,6 @@ PAIR_FEATURES = ("count", "share_of_purchases", "recency", "recency_vs_best", "p
                  "ease", "ease_vs_best", "item_knn", "item_knn_vs_best")
 CUSTOMER_FEATURES = ("window_purchases", "distinct_share")
 FEATURES = (*PAIR_FEATURES, *ITEM_FEATURES, *CUSTOMER_FEATURES)
-GENERATORS = ("own_history", "ease", "item_knn", "popularity")
 _TINY = 1e-6
 
 
@@ -45,6 +44,11 @@ class CandidateFeatures(torch.nn.Module):
     @property
     def has_ease(self) -> bool:
         return hasattr(self, "ease")
+
+    @property
+    def generators(self) -> list[str]:
+        """The generators, in the order their candidates are concatenated."""
+        return ["own_history", "item_knn", *(["ease"] if self.has_ease else []), "popularity"]
 
     def generator_scores(self, w: Window) -> dict[str, torch.Tensor]:
         """[B, N + 1] scores of each generator that needs the window (padding column -inf)."""

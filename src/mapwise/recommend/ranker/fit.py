@@ -24,6 +24,7 @@ from mapwise import columns as c
 from mapwise.errors import MapwiseError
 from mapwise.params import RANKER, RankerParams, SplitParams
 from mapwise.recommend import baselines as b
+from mapwise.recommend.evaluate import network_scorer
 from mapwise.recommend.metrics import ranking_metrics, top_k
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.recommend.ranker.features import FEATURES, CandidateFeatures
@@ -89,7 +90,7 @@ def examples(features: CandidateFeatures, histories: Sequence[np.ndarray], targe
     batch = batch_size(features.n_items, max_len)
     with torch.no_grad():
         for start in range(0, len(histories), batch):
-            windows = torch.from_numpy(pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + batch]], max_len))
+            windows = torch.from_numpy(pad_left(histories[start:start + batch], max_len))
             cand, feats = (t.numpy() for t in features(windows))
             for row in range(cand.shape[0]):
                 items, first = np.unique(cand[row], return_index=True)
@@ -145,14 +146,9 @@ def ranker_of(features: CandidateFeatures, booster: lgb.Booster, rounds: int, ma
     return Ranker(features, TreeEnsemble(tree_tables(booster.dump_model(num_iteration=rounds))), max_len, info)
 
 
-def validation_ndcg(net: Ranker, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray], max_len: int) -> float:
+def validation_ndcg(net: Ranker, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
     """Full-catalogue NDCG@10 of a network on the given windows (what every model is selected on)."""
-    scores, batch = [], net.batch
-    with torch.no_grad():
-        for start in range(0, len(histories), batch):
-            windows = pad_left([np.asarray(h)[-max_len:] for h in histories[start:start + batch]], max_len)
-            scores.append(net(torch.from_numpy(windows)).numpy())
-    recs = top_k(np.concatenate(scores), VALIDATION_K)
+    recs = top_k(network_scorer(net)(histories), VALIDATION_K)
     return float(ranking_metrics(recs, targets, [VALIDATION_K])[f"ndcg@{VALIDATION_K}"].mean())
 
 
@@ -187,7 +183,7 @@ def fit_ranker(split: Split, price: np.ndarray, p: RankerParams, sp: SplitParams
                                    lgb.record_evaluation(evals)])
     rounds = max(booster.best_iteration, 1)
     selected = ranker_of(valid_features, booster, rounds, p.max_len, {})
-    val_ndcg = validation_ndcg(selected, v_hist, v_targets, p.max_len)
+    val_ndcg = validation_ndcg(selected, v_hist, v_targets)
     final, features = booster, valid_features
     if refit:
         final = lgb.train(params, _dataset(Examples.join([train_rows, valid_rows])), num_boost_round=rounds)
@@ -196,7 +192,7 @@ def fit_ranker(split: Split, price: np.ndarray, p: RankerParams, sp: SplitParams
     report = {
         "val_ndcg@10": round(val_ndcg, 5), "rounds": rounds, "budget_rounds": p.trees.max_rounds,
         "stop_reason": "plateau" if rounds < p.trees.max_rounds else "budget",
-        "generators": ["own_history", "item_knn", *(["ease"] if features.has_ease else []), "popularity"],
+        "generators": features.generators,
         "candidates_per_generator": features.per_generator,
         "candidate_recall": {"ranker_training": round(train_rows.recall, 5), "validation": round(valid_rows.recall, 5)},
         "rows": {"training": int(train_rows.y.size), "validation": int(valid_rows.y.size),
