@@ -28,10 +28,12 @@ import polars as pl
 from mapwise import columns as c
 from mapwise.params import load_params
 from mapwise.privacy.pseudonym import pseudonyms
-from mapwise.recommend.models.training import export_network, load_network, network_hparams, train_model
+from mapwise.recommend.models.training import train_model
+from mapwise.recommend.models.files import export_network, network_hparams
+from mapwise.recommend.network_file import load_network
 from mapwise.recommend.split import leave_last_out_split
-from mapwise.serving.bundle import write_bundle
-from mapwise.serving.tables import customer_table, item_table
+from mapwise.bundles.format import write_bundle
+from mapwise.recommend.export.tables import customer_table, item_table
 from pipelines.export import bundle_metadata, export_graphs
 
 ROOT = Path(__file__).resolve().parents[1]

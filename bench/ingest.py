@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from mapwise.sources.ingest import PARQUET_OPTIONS, Limits, ingest
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 from mapwise.params import IngestParams
 
 ROOT = Path(__file__).resolve().parents[1]

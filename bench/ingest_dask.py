@@ -20,7 +20,7 @@ from bench.ingest import DATA, KEY, ROOT, best_of, synthetic
 from mapwise.params import DaskParams, IngestParams
 from mapwise.sources.cluster import partition_executor
 from mapwise.sources.ingest import Limits, ingest
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 
 
 def _same(a, b) -> bool:

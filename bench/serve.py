@@ -42,10 +42,10 @@ import torch
 
 import yaml
 
-from mapwise.serving.bundle import load_bundle
-from mapwise.serving.inference import INPUT, SCORES
-from mapwise.recommend.models.training import load_network
-from mapwise.serving.onnx_export import ScoringGraph
+from mapwise.bundles.format import load_bundle
+from mapwise.bundles.runtime import INPUT, SCORES
+from mapwise.recommend.network_file import load_network
+from mapwise.recommend.export.onnx import ScoringGraph
 from mapwise.params import RetrievalParams, load_params
 from mapwise.privacy.pseudonym import KEY_ENV
 from mapwise.serving.recommendations import Recommender

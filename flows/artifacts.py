@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.record import Recorded
 from flows.stages import StageRun
 from mapwise.params import Params
-from mapwise.registry import client
+from mapwise.bundles.registry import client
 
 
 def _read(path: Path) -> dict | None:

@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 
 from flows.stages import Graph, dvc
 from mapwise.params import Params
-from mapwise.registry import record_reproduction
+from mapwise.bundles.registry import record_reproduction
 
 _IDENTITY = {"GIT_AUTHOR_NAME": "mapwise flows", "GIT_AUTHOR_EMAIL": "mapwise@localhost",
              "GIT_COMMITTER_NAME": "mapwise flows", "GIT_COMMITTER_EMAIL": "mapwise@localhost"}

@@ -30,10 +30,10 @@ from mapwise.sources.batches import Batch, accept, check, reject, stage
 from mapwise.errors import MapwiseError
 from mapwise.sources.ingest import Limits
 from mapwise.sources.ledger import Ledger
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 from mapwise.params import ModelName, Params, load_params
 from mapwise.privacy.pseudonym import load_key
-from mapwise.registry import CHAMPION, alias_version, client
+from mapwise.bundles.registry import CHAMPION, alias_version, client
 
 STAGING = Path(".mapwise/staging")
 

@@ -17,14 +17,15 @@ import torch
 from mapwise.atomic import replacing_folder
 from mapwise.recommend.baselines import fit_baselines
 from mapwise.recommend.servable import servable
-from mapwise.serving.bundle import MODEL_FILE, NETWORK_FILE, write_bundle
+from mapwise.bundles.format import MODEL_FILE, NETWORK_FILE, write_bundle
 from mapwise.errors import MapwiseError
-from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
-from mapwise.recommend.models.training import load_network, network_hparams
-from mapwise.serving.onnx_export import Parity, check_parity, dynamic_length, export_onnx, export_query, padding_invariant
+from mapwise.bundles.runtime import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.recommend.network_file import load_network
+from mapwise.recommend.models.files import network_hparams
+from mapwise.recommend.export.onnx import Parity, check_parity, dynamic_length, export_onnx, export_query, padding_invariant
 from mapwise.recommend.models.networks import SequenceRecommender
 from mapwise.params import ExportParams, Params
-from mapwise.serving.tables import customer_table, item_table
+from mapwise.recommend.export.tables import customer_table, item_table
 from mapwise.recommend.split import HISTORY, load_split
 from pipelines._stage import lineage, read_report, run, write_json
 

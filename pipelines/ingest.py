@@ -11,7 +11,7 @@ import polars as pl
 from mapwise.atomic import replacing_folder
 from mapwise.sources.cluster import partition_executor
 from mapwise.sources.ingest import PARQUET_OPTIONS, Limits, ingest
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 from mapwise.params import Params
 from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import load_key

@@ -6,11 +6,11 @@ import sys
 
 import polars as pl
 
-from mapwise.gate import gate
-from mapwise.target.gate import target_gate
+from mapwise.recommend.gate import gate
+from mapwise.targeting.gate import target_gate
 from pipelines.register import target_bundles
 from mapwise.params import Params
-from mapwise.registry import apply
+from mapwise.bundles.registry import apply
 from mapwise.recommend.slices import customer_slices
 from mapwise.recommend.split import load_split
 from pipelines._stage import run, write_json

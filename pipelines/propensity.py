@@ -16,11 +16,12 @@ from mapwise.atomic import replacing_folder
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, PropensityTask
 from mapwise.profiles.build import default_as_of
-from mapwise.target import datasets as ds
-from mapwise.target import plots
-from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
-from mapwise.target.propensity import NEURAL, TaskResult, export_served, train_task
-from mapwise.target.report import write_propensity_report
+from mapwise.targeting import datasets as ds
+from mapwise.targeting import plots
+from mapwise.targeting.explain import integrated_gradients
+from mapwise.targeting.reasons import by_group, global_importance, top_reasons
+from mapwise.targeting.propensity import NEURAL, TaskResult, export_served, train_task
+from mapwise.targeting.report import write_propensity_report
 from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json
@@ -75,7 +76,7 @@ def explain(result: TaskResult, plot: Path, title: str) -> dict:
     importance = global_importance(attributions, result.encoder.groups)
     plots.attribution_plot(importance, plot, title)
     names, grouped = by_group(attributions, result.encoder.groups)
-    from mapwise.target.fitting import predict
+    from mapwise.targeting.fitting import predict
 
     order = np.argsort(-predict(result.net, x, *extra))[:EXAMPLES]
     frame = result.test_frame.head(rows)

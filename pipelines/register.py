@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.registry import register_bundle
-from mapwise.serving.bundle import MODEL_FILE
+from mapwise.bundles.registry import register_bundle
+from mapwise.bundles.format import MODEL_FILE
 from mapwise.serving.targeting import propensity_model_name, uplift_model_name
 from mapwise.tracking import tracking_uri
 from pipelines._stage import read_report, run, write_json

@@ -10,7 +10,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import Params
 from mapwise.privacy.release import context_tables, held_back, release
 from mapwise.serving.audience import empty_actions, next_best_actions, write_actions
-from mapwise.serving.bundle import MODEL_FILE
+from mapwise.bundles.format import MODEL_FILE
 from mapwise.serving.targeting import TargetModel
 from pipelines._stage import run, write_json
 

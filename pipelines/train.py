@@ -24,20 +24,14 @@ import polars as pl  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from mapwise.recommend.models.module import VAL_METRIC  # noqa: E402
-from mapwise.recommend.models.training import (  # noqa: E402
-    RefitResult,
-    TrainResult,
-    export_network,
-    refit_model,
-    selected_network,
-    train_model,
-)
+from mapwise.recommend.models.files import export_network  # noqa: E402
+from mapwise.recommend.models.training import RefitResult, TrainResult, mlflow_logger, refit_model, selected_network, train_model  # noqa: E402
 from mapwise.params import RANKER, Params  # noqa: E402
 from mapwise.recommend.ranker.fit import RankerResult, fit_ranker  # noqa: E402
 from mapwise.recommend.ranker.items import item_prices  # noqa: E402
 from mapwise.recommend.models.warm_start import WarmStart, load_warm_start  # noqa: E402
 from mapwise.recommend.split import load_split, require_trainable  # noqa: E402
-from mapwise.tracking import flow_run_tags, log_run, mlflow_logger, tracking_uri  # noqa: E402
+from mapwise.tracking import flow_run_tags, log_run, tracking_uri  # noqa: E402
 from pipelines._stage import lineage, run, write_json  # noqa: E402
 
 CHECKPOINTS = Path(".mapwise/checkpoints")

@@ -15,13 +15,14 @@ from mapwise import columns as c
 from mapwise.atomic import replacing_folder
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.target import datasets as ds
-from mapwise.target import metrics as m
-from mapwise.target import plots
-from mapwise.target import uplift as up
-from mapwise.target.explain import by_group, global_importance, integrated_gradients, top_reasons
-from mapwise.target.export import OUTCOMES, constant_graph, write_graph_bundle, write_target_bundle
-from mapwise.target.report import write_uplift_report
+from mapwise.targeting import datasets as ds
+from mapwise.targeting import metrics as m
+from mapwise.targeting import plots
+from mapwise.targeting import uplift as up
+from mapwise.targeting.explain import integrated_gradients
+from mapwise.targeting.reasons import by_group, global_importance, top_reasons
+from mapwise.targeting.export import OUTCOMES, constant_graph, write_graph_bundle, write_target_bundle
+from mapwise.targeting.report import write_uplift_report
 from mapwise.privacy.consent import withhold
 from mapwise.tracking import log_run
 from pipelines._stage import lineage, read_canonical, run, write_json

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mapwise.sources.ingest import IngestResult, Limits, ingest
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = b"test-key-0123456789abcdef"
@@ -275,10 +275,10 @@ def worse_bundle(folder: Path, out: Path, seed: int = 1) -> Path:
     import numpy as np
     import torch
 
-    from mapwise.serving.bundle import CUSTOMERS_FILE, METADATA_FILE, MODEL_FILE, RECENT
-    from mapwise.serving.inference import session
+    from mapwise.bundles.format import CUSTOMERS_FILE, METADATA_FILE, MODEL_FILE, RECENT
+    from mapwise.bundles.runtime import session
     from mapwise.recommend.models.networks import build_network
-    from mapwise.serving.onnx_export import check_parity, export_onnx
+    from mapwise.recommend.export.onnx import check_parity, export_onnx
     from mapwise.params import ModelParams
 
     shutil.copytree(folder, out)

@@ -9,7 +9,7 @@ import pytest
 
 from mapwise import columns as c
 from mapwise.errors import MapwiseError
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 
 from conftest import ORDERS_HEADER, ORDERS_ROWS, assert_balanced, orders_mapping, run, write
 

@@ -14,7 +14,7 @@ from mapwise.errors import MapwiseError
 from mapwise.sources.incoming import Watcher, source_of
 from mapwise.sources.ingest import Limits, ingest
 from mapwise.sources.ledger import Ledger
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 from mapwise.params import OrchestrateParams
 
 MAPPING = parse_mapping(orders_mapping(), "orders.yaml")

@@ -22,7 +22,7 @@ import yaml
 from conftest import REPO, dvc_project, run_stage, shop_csv, stage_env, tiny_events, tiny_project
 
 from mapwise.atomic import recover_folder
-from mapwise.serving.bundle import load_bundle
+from mapwise.bundles.format import load_bundle
 from mapwise.sources.ingest import batch_files
 from mapwise.sources.ledger import Ledger
 

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from mapwise.params import FitParams, PrivateParams, PropensityParams
-from mapwise.privacy.dp import fit_private
-from mapwise.target import metrics as m
-from mapwise.target.datasets import LABEL, ROW_ID, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
-from mapwise.target.export import FEATURES, PROBABILITY, SEQUENCE_INPUT, write_target_bundle
-from mapwise.target.fitting import predict
-from mapwise.target.networks import PropensityNet
-from mapwise.target.propensity import NEURAL, train_task
+from mapwise.targeting.dp import fit_private
+from mapwise.targeting import metrics as m
+from mapwise.targeting.datasets import LABEL, ROW_ID, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
+from mapwise.targeting.export import FEATURES, PROBABILITY, SEQUENCE_INPUT, write_target_bundle
+from mapwise.targeting.fitting import predict
+from mapwise.targeting.networks import PropensityNet
+from mapwise.targeting.propensity import NEURAL, train_task
 
 N_TRAIN, N_VAL, N_TEST, ITEMS, LENGTH = 1200, 400, 400, 10, 4
 FIT = FitParams(hidden=[16], embedding_dim=8, batch_size=120, lr=0.01)
@@ -87,7 +87,7 @@ def test_the_private_sequence_network_exports_to_the_same_onnx_graph(tmp_path):
                                   [str(i) for i in range(1, ITEMS + 1)], binary=True, output=PROBABILITY,
                                   sequence_length=LENGTH, atol=1e-5)
     assert checked["passed"] and checked["rows"] == N_TEST
-    from mapwise.serving.inference import session
+    from mapwise.bundles.runtime import session
 
     sess = session(tmp_path / "model.onnx")
     assert [i.name for i in sess.get_inputs()] == [FEATURES, SEQUENCE_INPUT]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import run_stage
-from mapwise.serving.bundle import load_bundle
+from mapwise.bundles.format import load_bundle
 from mapwise.errors import MapwiseError
-from mapwise.serving.inference import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.bundles.runtime import INPUT, SCORES, TOP_ITEMS, TOP_SCORES, session
 from mapwise.recommend.models.networks import build_network
-from mapwise.serving.onnx_export import check_dynamic_axes, check_parity, dynamic_length, export_onnx, padding_invariant
+from mapwise.recommend.export.onnx import check_dynamic_axes, check_parity, dynamic_length, export_onnx, padding_invariant
 from mapwise.params import ModelParams
 
 SMALL = ModelParams(max_len=6, embedding_dim=16, caser_window=3, sasrec_layers=1)

@@ -19,7 +19,7 @@ from mapwise.sources.mapping.expressions import (
     ExpressionError,
     compile_expression,
 )
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 
 from conftest import dump_mapping, orders_mapping
 

@@ -40,10 +40,10 @@ from flows.cli import app
 from flows.pipeline import pipeline
 from flows.retrain import retrain
 from flows.stages import GRAPH_CACHE, _read_graph, repo_limit, run_stage, stage_graph
-from mapwise.serving.bundle import bundle_digest
+from mapwise.bundles.format import bundle_digest
 from mapwise.sources.ledger import Ledger
 from mapwise.params import load_params
-from mapwise.registry import CHAMPION, alias_version, client, versions
+from mapwise.bundles.registry import CHAMPION, alias_version, client, versions
 
 MODEL = "mapwise-recommender"
 STAGES = ["ingest", "split", "train", "evaluate", "export", "propensity", "uplift", "register", "promote",  # the gate's first

@@ -25,7 +25,7 @@ from mapwise.sources.batches import Batch, check
 from mapwise.errors import MAX_MESSAGE, MapwiseError
 from mapwise.sources.ingest import FUTURE, PAST, Limits, ingest
 from mapwise.sources.mapping.readers import INVALID_BYTES, UNTERMINATED
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 from mapwise.params import OrchestrateParams
 from mapwise.privacy.pseudonym import pseudonym
 

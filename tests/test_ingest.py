@@ -10,7 +10,7 @@ import polars as pl
 
 from mapwise import columns as c
 from mapwise.sources.ingest import Limits
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 from mapwise.privacy.pseudonym import pseudonym
 
 from conftest import KEY, ORDERS_HEADER, ORDERS_ROWS, REPO, assert_balanced, dump_mapping, orders_mapping, run, write

@@ -24,7 +24,7 @@ from mapwise.sources.ingest import (
     DUPLICATE_ROW, Limits, ingest, ingest_partition, merge_partitions,
 )
 from mapwise.sources.mapping.readers import MAX_RECORD_LINES, chunks, read_raw, shifted
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 from test_hostile_files import LIMITS, hostile_file, row
 
 WHOLE = replace(LIMITS, chunk_bytes=2**40)

@@ -16,7 +16,7 @@ from mapwise.errors import MapwiseError
 from mapwise.params import DaskParams, IngestParams
 from mapwise.sources.cluster import in_flight, partition_executor
 from mapwise.sources.ingest import DUPLICATE_ROW, ingest
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 from test_hostile_files import LIMITS, hostile_file, row
 from test_ingest_chunks import assert_same
 from test_pipeline import _project, _run

@@ -16,7 +16,7 @@ from mapwise.cli import app
 from mapwise.errors import MapwiseError
 from mapwise.params import load_params
 from mapwise.sources.ingest import Limits, ingest
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 
 from conftest import KEY, ORDERS_HEADER, REPO, dump_mapping, orders_mapping, write
 

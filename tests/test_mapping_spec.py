@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mapwise.errors import MapwiseError
-from mapwise.sources.mapping.spec import load_mapping, parse_mapping
+from mapwise.sources.mapping.load import load_mapping, parse_mapping
 
 from conftest import REPO, dump_mapping, orders_mapping
 

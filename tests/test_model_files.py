@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from mapwise.errors import MapwiseError
-from mapwise.recommend.models.training import config_hash, export_network, load_network, network_hparams, train_model
+from mapwise.recommend.models.training import config_hash, train_model
+from mapwise.recommend.models.files import export_network, network_hparams
+from mapwise.recommend.network_file import load_network
 from mapwise.params import ModelParams, load_params
 from mapwise.recommend.split import temporal_split
 

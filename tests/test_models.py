@@ -25,7 +25,8 @@ from mapwise.recommend.models.sequences import (
     sequence_chunks,
 )
 from mapwise.recommend.models.targets import NextItems
-from mapwise.recommend.models.training import load_network, refit_model, step_budget, train_model
+from mapwise.recommend.models.training import refit_model, step_budget, train_model
+from mapwise.recommend.network_file import load_network
 from mapwise.params import ModelParams, TrainParams, load_params
 from mapwise.recommend.split import temporal_split
 

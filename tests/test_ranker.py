@@ -12,14 +12,14 @@ import torch
 
 from mapwise.params import RankerParams, SplitParams
 from mapwise.recommend.models.sequences import pad_left
-from mapwise.recommend.models.training import load_network
+from mapwise.recommend.network_file import load_network
 from mapwise.recommend.ranker.features import FEATURES
 from mapwise.recommend.ranker.fit import examples, fit_features, fit_ranker, label_window, popularity_order
 from mapwise.recommend.ranker.onnx import CANDIDATES, FEATURE_ROWS, Front
 from mapwise.recommend.ranker.trees import TreeEnsemble, tree_tables
-from mapwise.recommend.split import HISTORY, TARGETS, temporal_split
-from mapwise.serving.inference import INPUT, session
-from mapwise.serving.onnx_export import _export, check_parity, export_onnx, padding_invariant
+from mapwise.recommend.split import HISTORY, temporal_split
+from mapwise.bundles.runtime import INPUT, session
+from mapwise.recommend.export.onnx import _export, check_parity, export_onnx, padding_invariant
 from tests.conftest import TINY_CUTOFF, tiny_events
 
 SMALL = RankerParams(max_len=12, candidates_per_generator=6, knn_neighbours=5,

@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from conftest import worse_bundle
 from mapwise.errors import MapwiseError
-from mapwise.gate import gate
-from mapwise.registry import CHALLENGER, CHAMPION, alias_version, apply, register_bundle, rollback_decision, versions
+from mapwise.recommend.gate import gate
+from mapwise.bundles.registry import CHALLENGER, CHAMPION, alias_version, apply, register_bundle, rollback_decision, versions
 from mapwise.recommend.slices import customer_slices
 from mapwise.recommend.split import load_split
 from mapwise.tracking import tracking_uri

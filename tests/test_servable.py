@@ -8,11 +8,11 @@ import torch
 
 from mapwise.recommend.baselines import BASELINES, build_baseline
 from mapwise.recommend.models.sequences import pad_left
-from mapwise.recommend.models.training import load_network
+from mapwise.recommend.network_file import load_network
 from mapwise.recommend.servable import servable
 from mapwise.recommend.window import NEVER, window
-from mapwise.serving.inference import session
-from mapwise.serving.onnx_export import check_parity, export_onnx
+from mapwise.bundles.runtime import session
+from mapwise.recommend.export.onnx import check_parity, export_onnx
 from tests.test_baselines import N_ITEMS, TRAIN
 
 HISTORIES = [np.array([4]), np.array([1], dtype=np.int64), np.array([2, 5, 5, 5]), np.array([3, 1, 2, 1, 4])]

@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import KEY, REPO, worse_bundle
-from mapwise.serving.bundle import MODEL_FILE, load_bundle
+from mapwise.bundles.format import MODEL_FILE, load_bundle
 from mapwise.recommend.models.networks import build_network
-from mapwise.serving.onnx_export import export_onnx
+from mapwise.recommend.export.onnx import export_onnx
 from mapwise.params import ModelParams, ServeParams
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.serving.recommendations import Recommender
-from mapwise.registry import Decision, apply, register_bundle
+from mapwise.bundles.registry import Decision, apply, register_bundle
 from mapwise.serving.app import FolderSource, Keeper, RegistrySource, build, create_app
 from mapwise.tracking import tracking_uri
 

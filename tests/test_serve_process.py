@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import KEY
-from mapwise.registry import Decision, apply, register_bundle
+from mapwise.bundles.registry import Decision, apply, register_bundle
 
 TIMEOUT, MAX_HEADER = 1, 4096  # the read bounds of the server under test (serve.request_timeout_seconds, max_header_bytes)
 

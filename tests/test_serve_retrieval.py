@@ -16,10 +16,11 @@ from mapwise.privacy.pseudonym import pseudonym
 from mapwise.recommend.models.networks import build_network
 from mapwise.recommend.split import item_index, purchases
 from mapwise.serving.app import FolderSource, Keeper, create_app
-from mapwise.serving.bundle import load_bundle, write_bundle
+from mapwise.bundles.format import load_bundle, write_bundle
 from mapwise.serving.recommendations import Filters, Recommender
-from mapwise.serving.retrieval import ANN, EXACT, QUERY_FILE, VECTORS_FILE, choose, recall_at
-from mapwise.serving.tables import customer_table, item_table
+from mapwise.bundles.format import QUERY_FILE, VECTORS_FILE
+from mapwise.serving.retrieval import ANN, EXACT, choose, recall_at
+from mapwise.recommend.export.tables import customer_table, item_table
 from pipelines.export import bundle_metadata, export_graphs
 
 ITEMS = 300

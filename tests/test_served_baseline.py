@@ -12,12 +12,12 @@ import pytest
 
 from mapwise.params import PropensityParams, UpliftParams
 from mapwise.serving.targeting import TargetModel
-from mapwise.target import uplift as up
-from mapwise.target.datasets import LABEL, ROW_ID, SPLIT, TEST, TRAIN, VALIDATION
-from mapwise.target.export import constant_graph, sklearn_graph, write_graph_bundle
-from mapwise.target.gate import bundle_outputs
-from mapwise.target.propensity import NEURAL, export_served, served, train_task
-from mapwise.target.report import write_propensity_report
+from mapwise.targeting import uplift as up
+from mapwise.targeting.datasets import LABEL, ROW_ID, SPLIT, TEST, TRAIN, VALIDATION
+from mapwise.targeting.export import constant_graph, sklearn_graph, write_graph_bundle
+from mapwise.targeting.gate import bundle_outputs
+from mapwise.targeting.propensity import NEURAL, export_served, served, train_task
+from mapwise.targeting.report import write_propensity_report
 
 TINY_FIT = {"hidden": [4], "batch_size": 64, "lr": 1e-4, "max_epochs": 1, "patience": 1, "accelerator": "cpu", "devices": 1}
 
@@ -78,7 +78,7 @@ def test_the_neural_model_serves_only_above_the_interval():
 
 @pytest.mark.parametrize("name", ["logistic", "gradient_boosting"])
 def test_a_baseline_graph_reads_what_the_network_graph_reads(name):
-    from mapwise.target.propensity import baseline
+    from mapwise.targeting.propensity import baseline
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 5)).astype(np.float32)
@@ -114,7 +114,7 @@ def no_effect():
 
 
 def test_without_a_treatment_effect_the_best_fixed_policy_acts(no_effect, tmp_path):
-    from mapwise.target.features import Encoder
+    from mapwise.targeting.features import Encoder
 
     chosen, versus, values, arms = no_effect["served"], no_effect["versus"], no_effect["values"], no_effect["arms"]
     assert versus["ci"][0] <= 0 and chosen["baseline"] and chosen["model"] == versus["fixed"]

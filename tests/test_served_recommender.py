@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import run_stage, tiny_project
 from mapwise.cli import app
 from mapwise.params import load_params
-from mapwise.registry import register_bundle
+from mapwise.bundles.registry import register_bundle
 
 
 def test_where_no_learned_model_wins_the_best_baseline_is_registered_promoted_and_said(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mapwise import columns as c
 from mapwise.cli import app
 from mapwise.errors import MapwiseError
-from mapwise.gate import judge
+from mapwise.recommend.gate import judge
 from mapwise.params import PromoteParams, SplitParams
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.recommend.baselines import build_baseline
@@ -112,7 +112,7 @@ def test_one_item_catalogue_split_warns_and_train_refuses_in_one_line(tmp_path):
 
 
 def test_three_item_catalogue_trains_evaluates_exports_and_serves_leave_last_out(tmp_path):
-    from mapwise.serving.bundle import load_bundle
+    from mapwise.bundles.format import load_bundle
     from mapwise.serving.recommendations import Recommender
 
     root = tiny_project(tmp_path, {"customers": 30, "items": 3, "steps": 8}, models=["gru"], max_epochs=1)

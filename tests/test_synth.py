@@ -13,7 +13,8 @@ from mapwise import columns as c
 from mapwise.errors import MapwiseError
 from mapwise.params import GanParams
 from mapwise.profiles.build import PROFILE_SCHEMA, build_profiles, default_as_of
-from mapwise.sources.contracts import CONTRACTS, PSEUDONYM_LENGTH
+from mapwise.privacy.pseudonym import PSEUDONYM_LENGTH
+from mapwise.sources.contracts import CONTRACTS
 from mapwise.synth import quality
 from mapwise.synth.baselines import GENERATORS, GaussianCopula, Independent
 from mapwise.synth.gan import CTGAN

@@ -9,8 +9,8 @@ import pytest
 from mapwise.errors import MapwiseError
 from mapwise.params import AugmentParams, FitParams, GanParams, PrivateParams, PropensityParams
 from mapwise.synth.augment import scarce_segments, synthetic_rows
-from mapwise.target.datasets import LABEL, ROW_ID, SPLIT, TEST, TRAIN, VALIDATION
-from mapwise.target.propensity import NEURAL, train_task
+from mapwise.targeting.datasets import LABEL, ROW_ID, SPLIT, TEST, TRAIN, VALIDATION
+from mapwise.targeting.propensity import NEURAL, train_task
 
 GAN = GanParams(epochs=2, batch_size=40, pac=2, generator=[16], discriminator=[16], embedding_dim=8, accelerator="cpu",
                 devices=1)

@@ -1,15 +1,10 @@
-"""Tests for mapwise.target.explain."""
+"""Tests for mapwise.targeting.explain (Captum) and mapwise.targeting.reasons (numeric, torch-free)."""
 
 import numpy as np
 import pytest
 
-from mapwise.target.explain import (
-    by_group,
-    global_importance,
-    integrated_gradients,
-    numeric_integrated_gradients,
-    top_reasons,
-)
+from mapwise.targeting.explain import integrated_gradients
+from mapwise.targeting.reasons import by_group, global_importance, numeric_integrated_gradients, top_reasons
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("captum")

@@ -7,8 +7,8 @@ from math import log
 import numpy as np
 import pytest
 
-from mapwise.target import metrics as m
-from mapwise.target import plots
+from mapwise.targeting import metrics as m
+from mapwise.targeting import plots
 
 # Propensity: 6 customers, one tied score (0.8) shared by a positive and a negative.
 Y = [0, 0, 1, 1, 0, 1]

@@ -113,8 +113,8 @@ def test_a_named_campaign_that_is_not_there_is_an_error(trained, tmp_path, monke
 
 def test_the_gate_promotes_a_better_challenger_on_the_same_rows(trained, tmp_path):
     from mapwise.params import TrackingParams
-    from mapwise.registry import apply, client, register_bundle
-    from mapwise.target.gate import bundle_outputs, target_gate
+    from mapwise.bundles.registry import apply, client, register_bundle
+    from mapwise.targeting.gate import bundle_outputs, target_gate
 
     tracking = TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="gate")
     bundle = trained / "models" / "propensity" / "web"
@@ -137,8 +137,8 @@ def test_training_is_reproducible_from_the_seed():
     import numpy as np
 
     from mapwise.params import FitParams
-    from mapwise.target.fitting import fit, predict
-    from mapwise.target.networks import ArmsNet
+    from mapwise.targeting.fitting import fit, predict
+    from mapwise.targeting.networks import ArmsNet
 
     rng = np.random.default_rng(0)
     x, arm, y = rng.normal(size=(600, 5)).astype(np.float32), rng.integers(0, 3, 600), (rng.random(600) < 0.3).astype(np.float32)

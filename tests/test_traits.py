@@ -11,7 +11,7 @@ from mapwise import columns as c
 from mapwise.errors import MapwiseError
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.profiles.traits import traits_as_of, with_traits
-from mapwise.sources.mapping.spec import parse_mapping
+from mapwise.sources.mapping.load import parse_mapping
 
 from conftest import KEY, assert_balanced, run, write
 

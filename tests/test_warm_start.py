@@ -13,11 +13,12 @@ import torch
 
 from mapwise.params import ModelParams, Params, read_params, with_overrides
 from mapwise.recommend.models.networks import build_network
-from mapwise.recommend.models.training import load_network, saved_state
+from mapwise.recommend.network_file import load_network
+from mapwise.recommend.models.files import saved_state
 from mapwise.recommend.models.warm_start import ITEM_TABLES, extend_item_tables
 from mapwise.recommend.split import load_split
-from mapwise.registry import CHAMPION, alias_version, apply, client, register_bundle
-from mapwise.serving.bundle import NETWORK_FILE
+from mapwise.bundles.registry import CHAMPION, alias_version, apply, client, register_bundle
+from mapwise.bundles.format import NETWORK_FILE
 
 
 def _params(**changes) -> Params:
@@ -26,7 +27,7 @@ def _params(**changes) -> Params:
 
 def _champion(params: Params, model: str = "sasrec", folder=None) -> str:
     """Register the exported bundle of `model` and make it the champion (the gate's first decision)."""
-    from mapwise.gate import gate
+    from mapwise.recommend.gate import gate
     from mapwise.recommend.slices import customer_slices
 
     version, _ = register_bundle(params.tracking, params.register.model_name, folder or params.export.out_dir / model)
@@ -60,7 +61,7 @@ def test_extending_the_item_table_keeps_old_items_and_starts_new_ones_at_the_mea
 
 def test_a_warm_started_model_trains_and_is_registered_and_gated_like_any_other(project):
     from pipelines import export, register, train
-    from mapwise.gate import gate
+    from mapwise.recommend.gate import gate
     from mapwise.recommend.slices import customer_slices
 
     champion = _champion(project)

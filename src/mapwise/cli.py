@@ -25,7 +25,7 @@ from mapwise.sources.contracts import CONTRACTS
 from mapwise.errors import MapwiseError
 from mapwise.sources.ingest import DUPLICATE_ROW, Limits, ingest_source
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
-from mapwise.sources.mapping.spec import load_mapping
+from mapwise.sources.mapping.load import load_mapping
 from mapwise.params import load_params
 from mapwise.privacy.release import context_tables, held_back, release
 from mapwise.report import print_evaluate_report, print_ingest_report
@@ -245,7 +245,7 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Every registered version: aliases, architecture, gate decision and lineage."""
     from datetime import UTC, datetime
 
-    from mapwise.registry import SERVED_REASON, versions
+    from mapwise.bundles.registry import SERVED_REASON, versions
 
     params = load_params(params_file)
     name = params.register.model_name
@@ -268,7 +268,7 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
 
 
 def _decide_and_apply(params, decision) -> None:
-    from mapwise.registry import apply
+    from mapwise.bundles.registry import apply
 
     apply(params.tracking, decision)
     style = "green" if decision.promoted else "yellow"
@@ -284,7 +284,7 @@ def model_promote(
     force: Annotated[bool, typer.Option("--force", help="skip the quality gate (parity is still required)")] = False,
 ) -> None:
     """Run the promotion gate: the challenger becomes champion only if it beats it on the same test data."""
-    from mapwise.gate import gate
+    from mapwise.recommend.gate import gate
     from mapwise.recommend.slices import customer_slices
     from mapwise.recommend.split import load_split
 
@@ -299,7 +299,7 @@ def model_promote(
 @_friendly
 def model_rollback(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Give `champion` back to the previous champion (recorded like any promotion)."""
-    from mapwise.registry import rollback_decision
+    from mapwise.bundles.registry import rollback_decision
 
     params = load_params(params_file)
     _decide_and_apply(params, rollback_decision(params.tracking, params.register.model_name))
@@ -378,7 +378,7 @@ def score_command(
 ) -> None:
     """Write top-K recommendations for every customer (or a segment): an audience for a campaign tool."""
     from mapwise.serving.audience import segment_customers, write_audience
-    from mapwise.serving.bundle import load_bundle
+    from mapwise.bundles.format import load_bundle
     from mapwise.serving.recommendations import Recommender
     from mapwise.serving.app import source_from
 

@@ -9,6 +9,7 @@ SESSIONS = "sessions"
 CUSTOMER_TRAITS = "customer_traits"
 
 # keys and ids
+ITEM_IDX = "item_idx"  # an item's dense index in a model's catalogue (0 is padding)
 CUSTOMER_ID = "customer_id"
 ITEM_ID = "item_id"
 EVENT_ID = "event_id"

@@ -24,19 +24,6 @@ def artifact_location(root: Path | None = None) -> str:
     return ((root or Path.cwd()) / "mlartifacts").resolve().as_uri()
 
 
-def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]):
-    """A Lightning MLFlowLogger for one run (Lightning logs from rank 0 only under DDP)."""
-    from lightning.pytorch.loggers import MLFlowLogger  # imported here: serving never needs Lightning
-
-    return MLFlowLogger(
-        experiment_name=p.experiment,
-        run_name=run_name,
-        tracking_uri=tracking_uri(p),
-        tags=tags,
-        artifact_location=artifact_location(),
-    )
-
-
 def flow_run_tags() -> dict[str, str]:
     """The Prefect flow run a stage runs under (the flows set it for the stages they start), as MLflow tags."""
     tags = {"prefect.flow_run_id": os.environ.get(FLOW_RUN_ENV), "prefect.flow_run_url": os.environ.get(FLOW_RUN_URL_ENV)}

@@ -1,1 +1,1 @@
-"""Privacy: pseudonymisation of customer ids."""
+"""Privacy: keyed pseudonyms, forgetting customers, consent, k-anonymity, scans for personal data."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from mapwise.params import Params
 from mapwise.privacy.forget import append_requests, mentions, scrub
 from mapwise.privacy.pseudonym import load_key, pseudonyms
-from mapwise.registry import RETRAIN_TAG, client
+from mapwise.bundles.registry import RETRAIN_TAG, client
 
 
 def customer_outputs(params: Params) -> list[Path]:

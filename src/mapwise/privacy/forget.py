@@ -25,7 +25,7 @@ import polars as pl
 from mapwise import columns as c
 from mapwise.atomic import replacing
 from mapwise.errors import MapwiseError, one_line
-from mapwise.sources.contracts import PSEUDONYM_LENGTH
+from mapwise.privacy.pseudonym import PSEUDONYM_LENGTH
 
 _PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}")
 _PARQUET_MAGIC = b"PAR1"

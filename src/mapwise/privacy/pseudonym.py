@@ -15,8 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from mapwise.sources.contracts import PSEUDONYM_LENGTH
 from mapwise.errors import MapwiseError
+
+PSEUDONYM_LENGTH = 32  # hex characters of the keyed HMAC-SHA256 kept as customer id
 
 KEY_ENV = "MAPWISE_HMAC_KEY"
 _MIN_KEY_BYTES = 16

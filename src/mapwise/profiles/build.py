@@ -25,7 +25,8 @@ import pandera.polars as pa
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.sources.contracts import PSEUDONYM_LENGTH, UTC_TIMESTAMP
+from mapwise.privacy.pseudonym import PSEUDONYM_LENGTH
+from mapwise.sources.contracts import UTC_TIMESTAMP
 from mapwise.errors import MapwiseError
 
 OTHER = "OTHER"  # category of items whose title gives no frequent word

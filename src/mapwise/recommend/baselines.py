@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from mapwise import columns as c
 from mapwise.params import EvaluateParams
-from mapwise.recommend.split import ITEM_IDX
+from mapwise.columns import ITEM_IDX
 
 _KNN_BLOCK = 4096  # item rows of the similarity matrix computed at a time
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
+from mapwise.columns import ITEM_IDX
 from mapwise.atomic import replacing_folder
 from mapwise.errors import MapwiseError
 from mapwise.params import SplitParams
 
-ITEM_IDX = "item_idx"
 HISTORY = "history"
 TARGETS = "targets"
 UNKNOWN_TARGETS = "unknown_targets"

@@ -1,1 +1,1 @@
-"""Serving: ONNX export, bundles, the HTTP service and batch audiences."""
+"""Serving, torch-free: the HTTP service over registered bundles (onnxruntime), hot reload, batch audiences."""

@@ -43,15 +43,15 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mapwise.serving.bundle import load_bundle
+from mapwise.bundles.format import load_bundle
 from mapwise.errors import MapwiseError, one_line
 from mapwise.params import Params, RetrievalParams, ServeParams, load_params
 from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import KEY_ENV, load_key, pseudonym
 from mapwise.serving.recommendations import Filters, Recommender
-from mapwise.serving.retrieval import query_scores
+from mapwise.bundles.runtime import query_scores
 from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel, propensity_model_name, uplift_model_name
-from mapwise.registry import CHAMPION, alias_version, client_at, download
+from mapwise.bundles.registry import CHAMPION, alias_version, client_at, download
 from mapwise.tracking import tracking_uri
 
 log = logging.getLogger("mapwise.serving.app")

@@ -16,12 +16,13 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.serving.bundle import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
+from mapwise.bundles.format import PURCHASED, RECENT, RECENT_POPULARITY, Bundle
 from mapwise.params import RetrievalParams
-from mapwise.serving.inference import INPUT, QUERY, SCORES
+from mapwise.bundles.runtime import INPUT, QUERY, SCORES
 from mapwise.serving.retrieval import ANN, Index, choose, ranked
 from mapwise.recommend.models.sequences import pad_left
-from mapwise.recommend.split import ITEM_IDX, POPULARITY
+from mapwise.recommend.split import POPULARITY
+from mapwise.columns import ITEM_IDX
 
 MODEL, REPEAT, POPULAR = "model", "repeat", "popular"  # reason codes
 CHUNK = 1024  # customers scored per onnxruntime call in batch scoring

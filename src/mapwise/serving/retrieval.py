@@ -15,16 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-QUERY_FILE = "query.onnx"
-VECTORS_FILE = "item_vectors.npy"
+
 EXACT, ANN = "exact", "ann"
-
-
-def query_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Scores [n, n_items + 1] of queries [n, D] against item vectors [n_items + 1, D + 1] (column 0 at -inf)."""
-    scores = queries @ vectors[:, :-1].T + vectors[:, -1]
-    scores[:, 0] = -np.inf
-    return scores
 
 
 def choose(method: str, n_items: int, ann_min_items: int, supported: bool) -> str:

@@ -1,6 +1,6 @@
 """Targeting models in the service: propensity scores and next best actions from a bundle, on onnxruntime.
 
-A targeting bundle (written by `mapwise.target.export`) has the recommenders' layout. Its metadata
+A targeting bundle (written by `mapwise.targeting.export`) has the recommenders' layout. Its metadata
 holds the feature encoder, so inputs are encoded here exactly as in training, from either:
 - customer ids, looked up in the bundle's customers.parquet (each customer's features as of the latest
   data); an id the bundle does not hold is reported per id as not found;
@@ -25,13 +25,13 @@ import onnxruntime as ort
 import polars as pl
 
 from mapwise.errors import MapwiseError
-from mapwise.serving.bundle import CUSTOMERS_FILE, ITEMS_FILE, METADATA_FILE, MODEL_FILE, bundle_files
-from mapwise.serving.inference import session
-from mapwise.target.explain import by_group, numeric_integrated_gradients, top_reasons
-from mapwise.target.features import Encoder, rows_frame
+from mapwise.bundles.format import CUSTOMERS_FILE, ITEMS_FILE, METADATA_FILE, MODEL_FILE, bundle_files
+from mapwise.bundles.runtime import session
+from mapwise.targeting.reasons import by_group, numeric_integrated_gradients, top_reasons
+from mapwise.targeting.features import Encoder, rows_frame
 
 PROPENSITY, UPLIFT = "propensity", "uplift"
-FEATURES, SEQUENCE_INPUT = "features", "sequence"  # the graph's names (mapwise.target.export, which needs torch)
+FEATURES, SEQUENCE_INPUT = "features", "sequence"  # the graph's names (mapwise.targeting.export, which needs torch)
 PROBABILITY, OUTCOMES = "probability", "outcomes"
 ITEM_INDEX, ITEM = "item_idx", "item_id"
 CUSTOMER_ID = "customer_id"

@@ -18,8 +18,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mapwise import columns as c
+from mapwise.privacy.pseudonym import PSEUDONYM_LENGTH
 
-PSEUDONYM_LENGTH = 32  # hex characters of the keyed HMAC-SHA256 kept as customer id
 MAX_TEXT_LENGTH = 2048  # longest free-text value accepted (titles, categories, ids)
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
 NOT_BEFORE, NOT_AFTER = "not_before", "not_after"  # the checks bounding timestamps (ingest sets the bounds)

@@ -19,7 +19,7 @@ import polars as pl
 from mapwise import columns as c
 from mapwise.errors import MapwiseError
 from mapwise.profiles.build import PROFILE_SCHEMA, SEGMENT_OF_RF, quintile
-from mapwise.sources.contracts import PSEUDONYM_LENGTH
+from mapwise.privacy.pseudonym import PSEUDONYM_LENGTH
 from mapwise.synth.quality import near_copies
 
 ID_PREFIX = "s"  # not a hex digit: a synthetic id never equals a pseudonym

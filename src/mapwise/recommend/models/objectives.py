@@ -12,17 +12,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from mapwise.recommend.models.networks import SequenceRecommender
-
 Loss = Literal["softmax", "sampled_softmax", "gbce"]
 Excluded = Callable[[torch.Tensor | None], torch.Tensor]  # items [K] (None = all) -> [N, K] True = not a candidate
+
+
+class ItemScorer(Protocol):
+    """What a loss needs of a network: its item embeddings and biases (`networks.SequenceRecommender`)."""
+
+    items: torch.nn.Embedding
+    bias: torch.Tensor
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
 class Objective:
@@ -40,7 +46,7 @@ class Objective:
         """`negatives` item indices (1..n_items), drawn with replacement from the sampling distribution."""
         return torch.multinomial(self.sampling.to(device), self.negatives, replacement=True) + 1
 
-    def __call__(self, net: SequenceRecommender, hidden: torch.Tensor, targets: torch.Tensor,
+    def __call__(self, net: ItemScorer, hidden: torch.Tensor, targets: torch.Tensor,
                  excluded: Excluded | None = None) -> torch.Tensor:
         if self.kind == "softmax":
             logits = net.item_logits(hidden).float()

@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.recommend.split import ITEM_IDX, PADDING_IDX
+from mapwise.recommend.split import PADDING_IDX
+from mapwise.columns import ITEM_IDX
 
 
 def customer_sequences(train: pl.DataFrame) -> list[np.ndarray]:

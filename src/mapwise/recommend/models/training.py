@@ -4,19 +4,16 @@ Checkpoints live in a folder named by a hash of everything that shapes the model
 interrupted run resumes from its last checkpoint, a finished run (early-stopped or not) is
 reused as it was, and a changed param starts afresh.
 
-Checkpoints and saved networks may come from a DVC remote: they are only ever read as tensors and
-plain values (`weights_only`), so a file that would run code when unpickled is refused, never run.
+Checkpoints may come from a DVC remote: they are read as tensors only (`files.weights_only`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,14 +23,14 @@ import numpy as np
 import polars as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, MLFlowLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from mapwise import columns as c
-from mapwise.atomic import replacing, write_json
+from mapwise.atomic import write_json
 from mapwise.errors import MapwiseError
+from mapwise.recommend.models.files import weights_only
 from mapwise.recommend.models.module import VAL_METRIC, RecommenderModule
-from mapwise.recommend.models.networks import SequenceRecommender, build_network
 from mapwise.recommend.models.sequences import (
     customer_sequences,
     next_item_examples,
@@ -41,14 +38,25 @@ from mapwise.recommend.models.sequences import (
     sequence_chunks,
 )
 from mapwise.recommend.models.targets import NextItems
-from mapwise.recommend.ranker.network import Ranker
-from mapwise.recommend.servable import SERVABLE
-from mapwise.params import ModelParams, TrainParams
-from mapwise.recommend.split import HISTORY, ITEM_IDX, POPULARITY, TARGETS, Split, require_trainable
+from mapwise.tracking import artifact_location, tracking_uri
+from mapwise.params import TrackingParams, TrainParams
+from mapwise.recommend.split import HISTORY, POPULARITY, TARGETS, Split, require_trainable
+from mapwise.columns import ITEM_IDX
 from mapwise.lightning_noise import quiet_lightning
 
 if TYPE_CHECKING:
     from mapwise.recommend.models.warm_start import WarmStart
+
+
+def mlflow_logger(p: TrackingParams, *, run_name: str, tags: dict[str, str]) -> MLFlowLogger:
+    """A Lightning MLFlowLogger for one run (Lightning logs from rank 0 only under DDP)."""
+    return MLFlowLogger(
+        experiment_name=p.experiment,
+        run_name=run_name,
+        tracking_uri=tracking_uri(p),
+        tags=tags,
+        artifact_location=artifact_location(),
+    )
 
 
 @dataclass
@@ -108,27 +116,9 @@ class _Curve(Callback):
             write_json(self.path, self.rows)
 
 
-@contextmanager
-def _weights_only(path: Path, what: str) -> Iterator[None]:
-    """Around a `weights_only` load: a refused or unreadable file becomes one line naming it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # a crafted file's protocol
-            yield
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
-        raise MapwiseError(f"{path}: cannot read {what} ({err.strerror})") from None
-    except pickle.UnpicklingError:
-        raise MapwiseError(
-            f"{path}: refused: a {what} holds only tensors and plain values, this one something else "
-            "(nothing in it was run)"
-        ) from None
-    except Exception:  # torch raises several kinds for a truncated or foreign file
-        raise MapwiseError(f"{path}: not a readable {what} (truncated, corrupt or another format)") from None
-
-
 def _step(checkpoint: Path) -> int:
     """The optimizer step a Lightning checkpoint was saved at."""
-    with _weights_only(checkpoint, "checkpoint"):
+    with weights_only(checkpoint, "checkpoint"):
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
     if type(step) is not int:
         raise MapwiseError(f"{checkpoint}: not a readable checkpoint (no step)")
@@ -325,36 +315,3 @@ def _init_key(init: WarmStart | None) -> tuple:
 def selected_network(out_dir: Path, name: str) -> Path:
     """Where the train stage keeps the validation-selected network when the refit one is the model."""
     return out_dir / f"{name}.selected.pt"
-
-
-def export_network(checkpoint: Path, path: Path) -> None:
-    """Save the selected network's weights and shape as a small, framework-light file."""
-    with _weights_only(checkpoint, "checkpoint"):
-        module = RecommenderModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    with replacing(path) as tmp:
-        torch.save({"hparams": dict(module.hparams), "state_dict": module.net.state_dict()}, tmp)
-
-
-def load_network(path: Path) -> SequenceRecommender:
-    """A network saved by `export_network` (or a ranker or servable baseline saved alike), in eval mode on the CPU."""
-    fixed = {Ranker.name: Ranker, **SERVABLE}  # built from their saved tensors, not from sizes
-    with _weights_only(path, "network file"):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        h = saved["hparams"]
-        if h["name"] in fixed:
-            return fixed[h["name"]].from_saved(h, saved["state_dict"]).eval()
-        net = build_network(h["name"], h["n_items"], ModelParams(**h["model"]))
-        net.load_state_dict(saved["state_dict"])
-    return net.eval()
-
-
-def saved_state(path: Path) -> dict[str, torch.Tensor]:
-    """The weights of a network saved by `export_network`."""
-    with _weights_only(path, "network file"):
-        return dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-
-
-def network_hparams(path: Path) -> dict:
-    """What a network saved by `export_network` was built and trained with (name, sizes, lr, optimizer...)."""
-    with _weights_only(path, "network file"):
-        return dict(torch.load(path, map_location="cpu", weights_only=True)["hparams"])

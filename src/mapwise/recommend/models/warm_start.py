@@ -23,8 +23,9 @@ import torch
 from mapwise import columns as c
 from mapwise.errors import MapwiseError
 from mapwise.params import ModelParams
+from mapwise.recommend.models.files import network_hparams, saved_state
 from mapwise.recommend.models.networks import build_network
-from mapwise.recommend.split import ITEM_IDX
+from mapwise.columns import ITEM_IDX
 
 ITEM_TABLES = ("items.weight", "bias")  # rows indexed by item (row 0: padding)
 NOISE = 0.01  # new rows: mean of the known rows + N(0, (NOISE * per-column std of the known rows)^2)
@@ -89,7 +90,7 @@ def resolve_version(uri: str, ref: str) -> tuple[str, str] | str:
     """(model name, version) the reference points at in the registry at `uri`, or why there is none."""
     from mlflow.exceptions import MlflowException
 
-    from mapwise.registry import alias_version, client_at
+    from mapwise.bundles.registry import alias_version, client_at
 
     name, version, alias = parse_ref(ref)
     c = client_at(uri)
@@ -111,8 +112,8 @@ def load_warm_start(uri: str, ref: str, model: str, p: ModelParams, split_items:
 
     Lack of weights, another architecture or other sizes are reasons, not errors: the caller trains from scratch.
     """
-    from mapwise.registry import download
-    from mapwise.serving.bundle import ITEMS_FILE, NETWORK_FILE, bundle_files
+    from mapwise.bundles.registry import download
+    from mapwise.bundles.format import ITEMS_FILE, NETWORK_FILE, bundle_files
 
     found = resolve_version(uri, ref)
     if isinstance(found, str):
@@ -122,7 +123,6 @@ def load_warm_start(uri: str, ref: str, model: str, p: ModelParams, split_items:
     files = bundle_files(download(uri, name, version, cache_dir))
     if NETWORK_FILE not in files:
         return None, f"{source} holds no network weights ({NETWORK_FILE}: exported before warm starts)"
-    from mapwise.recommend.models.training import network_hparams, saved_state
 
     hparams = network_hparams(files[NETWORK_FILE])
     if hparams["name"] != model:

@@ -32,7 +32,8 @@ from mapwise.recommend.ranker.items import item_statistics
 from mapwise.recommend.ranker.network import Ranker, batch_size
 from mapwise.recommend.ranker.trees import TreeEnsemble, tree_tables
 from mapwise.recommend.servable import dense_neighbours
-from mapwise.recommend.split import HISTORY, ITEM_IDX, TARGETS, VALIDATION_K, Split
+from mapwise.recommend.split import HISTORY, TARGETS, VALIDATION_K, Split
+from mapwise.columns import ITEM_IDX
 
 
 

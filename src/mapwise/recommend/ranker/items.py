@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.recommend.split import ITEM_IDX
+from mapwise.columns import ITEM_IDX
 from mapwise.recommend.window import NEVER
 
 ITEM_FEATURES = ("log_popularity", "log_recent_popularity", "trend", "repeat_rate", "log_repeat_gap", "log_price",

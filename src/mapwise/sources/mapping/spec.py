@@ -11,16 +11,12 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from mapwise import columns as c
 from mapwise.sources.contracts import CONTRACTS, TRAIT_BASE_COLUMNS, Contract, TraitSpec, traits_contract
-from mapwise.errors import MapwiseError, describe, yaml_problem
-from mapwise.sources.mapping.expressions import ExpressionError, compile_expression
 
 Scalar = str | int | float | bool | None
 
@@ -202,36 +198,3 @@ class Mapping(_Strict):
             if spec.filter:
                 yield f"tables.{table}.filter", spec.filter
             yield from ((f"tables.{table}.columns.{k}", v) for k, v in spec.columns.items())
-
-
-def parse_mapping(data: object, origin: str) -> Mapping:
-    """Validate a mapping's content; errors name the file and the key."""
-    if not isinstance(data, dict):
-        raise MapwiseError(f"{origin}: a mapping must be a YAML mapping of keys")
-    try:
-        mapping = Mapping.model_validate(data)
-    except ValidationError as err:
-        raise MapwiseError(describe(err, Mapping, origin)) from None
-    for where, text in mapping.expressions():
-        try:
-            compile_expression(text)
-        except ExpressionError as err:
-            raise MapwiseError(f"{origin}: {where}: {err}") from None
-    from mapwise.sources.mapping.apply import check_types  # apply builds on this module: imported when needed
-
-    check_types(mapping, origin)
-    return mapping
-
-
-def load_mapping(path: Path) -> Mapping:
-    """Read and validate one mapping file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise MapwiseError(f"{path}: cannot read mapping ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise MapwiseError(f"{path}: {yaml_problem(err)}") from None
-    mapping = parse_mapping(data, str(path))
-    if mapping.name != path.stem:
-        raise MapwiseError(f"{path}: name '{mapping.name}' must match the file name '{path.stem}'")
-    return mapping

@@ -17,13 +17,13 @@ import numpy as np
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.serving.bundle import Bundle, load_bundle
+from mapwise.bundles.format import Bundle, load_bundle
 from mapwise.errors import MapwiseError
 from mapwise.recommend.evaluate import Scorer, cases, evaluate_case, item_popularity
-from mapwise.serving.inference import INPUT, SCORES
+from mapwise.bundles.runtime import INPUT, SCORES
 from mapwise.recommend.models.sequences import pad_left
 from mapwise.params import EvaluateParams, PromoteParams, TrackingParams
-from mapwise.registry import (
+from mapwise.bundles.registry import (
     BEATS_BASELINE,
     CHALLENGER,
     CHAMPION,
@@ -35,7 +35,8 @@ from mapwise.registry import (
     download,
     forgotten_in,
 )
-from mapwise.recommend.split import ITEM_IDX, Split
+from mapwise.recommend.split import Split
+from mapwise.columns import ITEM_IDX
 from mapwise.tracking import tracking_uri
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 INPUT = "history"
@@ -21,3 +22,10 @@ def session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def query_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Scores [n, n_items + 1] of queries [n, D] against item vectors [n_items + 1, D + 1] (column 0 at -inf)."""
+    scores = queries @ vectors[:, :-1].T + vectors[:, -1]
+    scores[:, 0] = -np.inf
+    return scores

@@ -1,6 +1,6 @@
 """Differentially private training of the propensity network: DP-SGD with Opacus, inside Lightning.
 
-The private twin of `mapwise.target.fitting.fit`. Batches are Poisson samples of the training rows, each row's
+The private twin of `mapwise.targeting.fitting.fit`. Batches are Poisson samples of the training rows, each row's
 gradient is clipped to `max_grad_norm` and Gaussian noise is added to their sum; the noise is calibrated so that
 `epochs` passes spend exactly the budget (epsilon, delta), measured by the PRV accountant (an upper bound).
 There is no early stopping: choosing an epoch by validation would spend budget that is not accounted, so the final
@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mapwise.params import FitParams, PrivateParams
-from mapwise.target.fitting import TargetModule, tensors
+from mapwise.targeting.fitting import TargetModule, tensors
 from mapwise.lightning_noise import quiet_lightning
 
 ACCOUNTANT = "prv"  # Opacus' privacy loss random variable accountant: tighter than RDP, and reports an upper bound

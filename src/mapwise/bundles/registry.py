@@ -25,7 +25,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mapwise.serving.bundle import EXTRA_FILES, METADATA_FILE, MODEL_FILE, OPTIONAL_FILES, bundle_digest, bundle_files
+from mapwise.bundles.format import EXTRA_FILES, METADATA_FILE, MODEL_FILE, OPTIONAL_FILES, bundle_digest, bundle_files
 from mapwise.errors import MapwiseError
 from mapwise.params import TrackingParams
 from mapwise.tracking import artifact_location, flow_run_tags, tracking_uri

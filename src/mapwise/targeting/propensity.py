@@ -22,9 +22,9 @@ from sklearn.linear_model import LogisticRegression
 
 from mapwise.errors import MapwiseError
 from mapwise.params import AugmentParams, FitParams, PrivateParams
-from mapwise.target import metrics as m
-from mapwise.target.datasets import LABEL, NOT_FEATURES, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
-from mapwise.target.features import Encoder
+from mapwise.targeting import metrics as m
+from mapwise.targeting.datasets import LABEL, NOT_FEATURES, SEQUENCE, SPLIT, TEST, TRAIN, VALIDATION
+from mapwise.targeting.features import Encoder
 from mapwise.synth.augment import synthetic_rows
 
 NEURAL = "neural"
@@ -153,7 +153,7 @@ def private_net(build: Callable[..., Any], train: Inputs, val: Inputs, p: FitPar
                 seed: int) -> tuple[Any, dict]:
     """The network trained with DP-SGD (`build(True)`: Opacus' GRU), its weights moved into `build()`'s network
     (the `nn.GRU` one that is exported), and the privacy spent."""
-    from mapwise.privacy.dp import fit_private
+    from mapwise.targeting.dp import fit_private
 
     trained, spent = fit_private(lambda: build(True), [*train.arrays(), train.y], [*val.arrays(), val.y], p, dp, seed=seed)
     net = build()
@@ -218,8 +218,8 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
     With `augment`, the neural model is also trained on the training rows plus synthetic rows for the scarce
     segments; the one with the better validation ROC AUC is kept, and both are reported.
     """
-    from mapwise.target.fitting import fit, predict
-    from mapwise.target.networks import PropensityNet
+    from mapwise.targeting.fitting import fit, predict
+    from mapwise.targeting.networks import PropensityNet
 
     train_f, val_f, test_f = split_frames(frame)
     if min(train_f[LABEL].n_unique(), val_f.height, test_f.height) < 2 or train_f.height < 20:
@@ -289,7 +289,7 @@ def train_task(frame: pl.DataFrame, *, exclude: list[str], p, sequence_length: i
 def export_served(result: TaskResult, folder: Path, metadata: dict, customers: pl.DataFrame, atol: float) -> dict:
     """Write the bundle of the model `report['served']` names (metadata: its calibration, figures and `served`);
     returns the parity figures. A baseline that cannot be exported leaves the neural model serving, and says so."""
-    from mapwise.target.export import PROBABILITY, sklearn_graph, write_graph_bundle, write_target_bundle
+    from mapwise.targeting.export import PROBABILITY, sklearn_graph, write_graph_bundle, write_target_bundle
 
     report, test = result.report, result.test_inputs
     served, length = report["served"], result.sequence_length if result.vocab else 0

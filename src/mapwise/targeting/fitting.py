@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from mapwise.params import FitParams
-from mapwise.target.networks import ArmsNet
+from mapwise.targeting.networks import ArmsNet
 from mapwise.lightning_noise import quiet_lightning
 
 

@@ -11,9 +11,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from mapwise import columns as c
 from mapwise.params import UpliftParams
-from mapwise.target import metrics as m
-from mapwise.target.datasets import NOT_FEATURES, SPLIT, TEST, TRAIN, VALIDATION, stratified_split
-from mapwise.target.features import Encoder
+from mapwise.targeting import metrics as m
+from mapwise.targeting.datasets import NOT_FEATURES, SPLIT, TEST, TRAIN, VALIDATION, stratified_split
+from mapwise.targeting.features import Encoder
 
 BINARY = (c.VISIT, c.CONVERSION)
 TOP_SHARES = (0.1, 0.2, 0.3)
@@ -80,8 +80,8 @@ def uplifts(pred: np.ndarray) -> np.ndarray:
 def fit_outcome(outcome: str, x: dict[str, np.ndarray], arm: dict[str, np.ndarray], y: dict[str, np.ndarray],
                 arms: int, p: UpliftParams) -> OutcomeModels:
     """Every neural model and baseline for one outcome."""
-    from mapwise.target.fitting import fit, predict
-    from mapwise.target.networks import ArmsNet
+    from mapwise.targeting.fitting import fit, predict
+    from mapwise.targeting.networks import ArmsNet
 
     binary = outcome in BINARY
     squash = (lambda z: 1 / (1 + np.exp(-z))) if binary else (lambda z: z)

@@ -27,11 +27,12 @@ import polars as pl
 
 from mapwise.atomic import write_json, write_parquet
 from mapwise.errors import MapwiseError
-from mapwise.serving.inference import session
-from mapwise.serving.retrieval import QUERY_FILE, VECTORS_FILE
-from mapwise.recommend.split import ITEM_IDX
+from mapwise.bundles.runtime import session
+from mapwise.columns import ITEM_IDX
 
 MODEL_FILE = "model.onnx"
+QUERY_FILE = "query.onnx"  # a dot-product model's history -> query graph
+VECTORS_FILE = "item_vectors.npy"  # ... and its item vectors [n_items + 1, D + 1] (bias last)
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"

@@ -12,11 +12,11 @@ import numpy as np
 import polars as pl
 
 from mapwise.params import TrackingParams
-from mapwise.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download, forgotten_in
-from mapwise.serving.bundle import METADATA_FILE, MODEL_FILE, bundle_files
-from mapwise.serving.inference import session
-from mapwise.target import metrics as m
-from mapwise.target.features import Encoder
+from mapwise.bundles.registry import CHALLENGER, CHAMPION, Decision, alias_version, client, download, forgotten_in
+from mapwise.bundles.format import METADATA_FILE, MODEL_FILE, bundle_files
+from mapwise.bundles.runtime import session
+from mapwise.targeting import metrics as m
+from mapwise.targeting.features import Encoder
 from mapwise.tracking import tracking_uri
 
 ID, LABEL, SEQUENCE, ARM = "row_id", "label", "sequence", "arm"

@@ -24,9 +24,9 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from mapwise.errors import MapwiseError
-from mapwise.serving.bundle import MODEL_FILE, write_bundle
-from mapwise.serving.inference import session
-from mapwise.target.fitting import predict
+from mapwise.bundles.format import MODEL_FILE, write_bundle
+from mapwise.bundles.runtime import session
+from mapwise.targeting.fitting import predict
 
 FEATURES, SEQUENCE_INPUT = "features", "sequence"
 PROBABILITY, OUTCOMES = "probability", "outcomes"

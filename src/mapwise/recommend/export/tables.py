@@ -7,9 +7,10 @@ from datetime import timedelta
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.serving.bundle import PURCHASED, RECENT, RECENT_POPULARITY
+from mapwise.bundles.format import PURCHASED, RECENT, RECENT_POPULARITY
 from mapwise.profiles.build import derive_categories
-from mapwise.recommend.split import ITEM_IDX, POPULARITY, purchases
+from mapwise.recommend.split import POPULARITY, purchases
+from mapwise.columns import ITEM_IDX
 
 
 def item_table(

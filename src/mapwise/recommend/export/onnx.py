@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from mapwise.errors import MapwiseError
-from mapwise.serving.inference import INPUT, QUERY, SCORES, TOP_ITEMS, TOP_SCORES, session
+from mapwise.bundles.runtime import INPUT, QUERY, SCORES, TOP_ITEMS, TOP_SCORES, query_scores, session
 from mapwise.recommend.models.networks import Caser, GRU4Rec, SequenceRecommender
 from mapwise.recommend.ranker.network import Ranker
 from mapwise.recommend.ranker.onnx import CANDIDATES, FEATURE_ROWS, Front, complete
-from mapwise.serving.retrieval import QUERY_FILE, VECTORS_FILE, query_scores
+from mapwise.bundles.format import QUERY_FILE, VECTORS_FILE
 from mapwise.recommend.models.sequences import pad_left
 
 

@@ -1,17 +1,11 @@
-"""Feature attributions for tabular target models.
+"""Attributions without torch: numeric integrated gradients on a black-box scorer, and reasons from them.
 
-Integrated gradients along the straight path from a baseline to the input,
-approximated with the midpoint Riemann rule: ``steps`` points at
-``alpha = (k + 0.5) / steps``, each weighted ``1 / steps``.  Two backends
-compute the same quantity:
-
-* ``integrated_gradients`` - Captum with autograd, for torch models;
-* ``numeric_integrated_gradients`` - central finite differences on a black-box
-  numpy scorer (e.g. an onnxruntime session); needs neither torch nor captum.
-
-The remaining helpers aggregate encoded-column attributions per source feature
-("group") and turn them into global importances or per-row reasons.  torch and
-captum are imported only inside ``integrated_gradients``.
+Integrated gradients along the straight path from a baseline to the input, approximated with the
+midpoint Riemann rule: ``steps`` points at ``alpha = (k + 0.5) / steps``, each weighted ``1 / steps``.
+``numeric_integrated_gradients`` takes central finite differences of a numpy scorer (e.g. an
+onnxruntime session); ``explain.integrated_gradients`` computes the same quantity with Captum. The
+other helpers aggregate encoded-column attributions per source feature ("group") and turn them into
+global importances or per-row reasons. Serving imports this module: it needs neither torch nor captum.
 """
 
 from __future__ import annotations
@@ -21,64 +15,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-def _broadcast_baseline(x: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def broadcast_baseline(x: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"x must be [B, F], got shape {x.shape}")
     baseline = np.broadcast_to(np.asarray(baseline, dtype=np.float32), x.shape)
     return x, np.ascontiguousarray(baseline)
-
-
-def integrated_gradients(
-    forward: Callable,
-    x: np.ndarray,
-    baseline: np.ndarray,
-    *,
-    extra: Sequence[np.ndarray] = (),
-    target: int | None = None,
-    steps: int = 32,
-) -> np.ndarray:
-    """Integrated gradients of ``forward(x, *extra)`` w.r.t. ``x`` via Captum.
-
-    ``x`` is [B, F] and ``baseline`` [F] or [B, F].  ``extra`` arrays are passed
-    through unchanged (integers as int64, floats as float32) and receive no
-    attributions.  ``target`` picks the output column of a [B, A] model; use
-    None for a [B] model.  A module is run in eval mode (its previous mode is
-    restored) and no gradients are left on its parameters.  Returns [B, F]
-    float64.
-    """
-    import torch
-    from captum.attr import IntegratedGradients
-
-    x, baseline = _broadcast_baseline(x, baseline)
-    module = forward if isinstance(forward, torch.nn.Module) else None
-    device = next(module.parameters(), torch.empty(0)).device if module is not None else torch.device("cpu")
-
-    def to_tensor(a: np.ndarray) -> torch.Tensor:
-        a = np.asarray(a)
-        if np.issubdtype(a.dtype, np.integer):
-            a = a.astype(np.int64)
-        elif np.issubdtype(a.dtype, np.floating):
-            a = a.astype(np.float32)
-        return torch.as_tensor(a, device=device)
-
-    was_training = module.training if module is not None else False
-    if module is not None:
-        module.eval()
-    try:
-        with torch.enable_grad():
-            attributions = IntegratedGradients(forward).attribute(
-                to_tensor(x),
-                baselines=to_tensor(baseline),
-                target=target,
-                additional_forward_args=tuple(to_tensor(a) for a in extra) or None,
-                n_steps=steps,
-                method="riemann_middle",
-            )
-    finally:
-        if module is not None:
-            module.train(was_training)
-    return attributions.detach().cpu().numpy().astype(np.float64)
 
 
 def numeric_integrated_gradients(
@@ -97,7 +39,7 @@ def numeric_integrated_gradients(
     ``score`` in one float32 call, split by rows only when the batch would
     exceed ``max_cells`` matrix entries.  Returns [B, F] float64.
     """
-    x, baseline = _broadcast_baseline(x, baseline)
+    x, baseline = broadcast_baseline(x, baseline)
     n_rows, n_features = x.shape
     alphas = (np.arange(steps) + 0.5) / steps
     offsets = np.concatenate([np.eye(n_features), -np.eye(n_features)]) * eps  # [2F, F]
