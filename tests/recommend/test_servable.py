@@ -13,7 +13,7 @@ from mapwise.recommend.servable import servable
 from mapwise.recommend.window import NEVER, window
 from mapwise.bundles.runtime import session
 from mapwise.recommend.export.onnx import check_parity, export_onnx
-from tests.test_baselines import N_ITEMS, TRAIN
+from test_baselines import N_ITEMS, TRAIN
 
 HISTORIES = [np.array([4]), np.array([1], dtype=np.int64), np.array([2, 5, 5, 5]), np.array([3, 1, 2, 1, 4])]
 

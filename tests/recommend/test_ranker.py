@@ -20,7 +20,7 @@ from mapwise.recommend.ranker.trees import TreeEnsemble, tree_tables
 from mapwise.recommend.split import HISTORY, temporal_split
 from mapwise.bundles.runtime import INPUT, session
 from mapwise.recommend.export.onnx import _export, check_parity, export_onnx, padding_invariant
-from tests.conftest import TINY_CUTOFF, tiny_events
+from conftest import TINY_CUTOFF, tiny_events
 
 SMALL = RankerParams(max_len=12, candidates_per_generator=6, knn_neighbours=5,
                      trees={"max_rounds": 15, "early_stopping_rounds": 5, "min_data_in_leaf": 5, "num_leaves": 7})
