@@ -65,11 +65,11 @@ def openapi_schema() -> dict:
 
     The one place that builds the app (the docs test calls it too): repoint it if the factory moves.
     """
-    from mapwise.params import ServeParams
     from mapwise.serving.app import FolderSource, Keeper, create_app
 
+    serve_params = _load_params_model().model_fields["serve"].annotation  # ServeParams, wherever it lives
     keeper = Keeper(FolderSource(ROOT / "nonexistent"))  # never refreshed: nothing is loaded
-    return create_app(keeper, b"0" * 32, ServeParams()).openapi()
+    return create_app(keeper, b"0" * 32, serve_params()).openapi()
 
 
 # ---------------------------------------------------------------- MkDocs events
