@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve up down status test test-all bench clean
+.PHONY: help install demo serve up down status test test-all bench docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ bench: $(STAMP) ## run the benchmarks (writes bench/results/*.json; serve and or
 	python bench/train.py
 	python bench/serve.py
 	python bench/orchestrate.py
+
+docs: $(STAMP) ## build the docs site into site/ (strict)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP) ## serve the docs on http://127.0.0.1:8001, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 mkdocs serve --strict --dev-addr 127.0.0.1:8001
 
 clean: ## remove the venv and caches (keeps data and the DVC cache)
 	rm -rf $(VENV) .pytest_cache
