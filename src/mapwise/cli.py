@@ -321,7 +321,8 @@ def serve_command(
     import uvicorn
 
     from mapwise.serving.http_limits import BoundedHttpToolsProtocol
-    from mapwise.serving.app import MODEL_ENV, PARAMS_ENV, source_from
+    from mapwise.serving.app import MODEL_ENV, PARAMS_ENV
+    from mapwise.serving.keepers import source_from
 
     params = load_params(params_file)
     source_from(params, model)  # a bad model reference fails here, in one line; no key yet is a 503 until there is one
@@ -347,7 +348,7 @@ def target_command(
 ) -> None:
     """Write the next best action for every customer (an arm, or no contact) with its expected uplift: an audience
     for a campaign tool."""
-    from mapwise.serving.app import source_from
+    from mapwise.serving.keepers import source_from
     from mapwise.serving.audience import next_best_actions, write_actions
     from mapwise.serving.targeting import TargetModel, uplift_model_name
 
@@ -380,7 +381,7 @@ def score_command(
     from mapwise.serving.audience import segment_customers, write_audience
     from mapwise.bundles.format import load_bundle
     from mapwise.serving.recommendations import Recommender
-    from mapwise.serving.app import source_from
+    from mapwise.serving.keepers import source_from
 
     params = load_params(params_file)
     source = source_from(params, model or params.serve.model)

@@ -20,7 +20,8 @@ from mapwise.params import ModelParams, ServeParams
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.serving.recommendations import Recommender
 from mapwise.bundles.registry import Decision, apply, register_bundle
-from mapwise.serving.app import FolderSource, Keeper, RegistrySource, build, create_app
+from mapwise.serving.app import build, create_app
+from mapwise.serving.keepers import FolderSource, Keeper, RegistrySource
 from mapwise.tracking import tracking_uri
 
 

@@ -15,7 +15,8 @@ from mapwise.params import ExportParams, ModelParams, RetrievalParams, ServePara
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.recommend.models.networks import build_network
 from mapwise.recommend.split import item_index, purchases
-from mapwise.serving.app import FolderSource, Keeper, create_app
+from mapwise.serving.app import create_app
+from mapwise.serving.keepers import FolderSource, Keeper
 from mapwise.bundles.format import load_bundle, write_bundle
 from mapwise.serving.recommendations import Filters, Recommender
 from mapwise.bundles.format import QUERY_FILE, VECTORS_FILE

@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from conftest import KEY, REPO
 from mapwise.params import ServeParams, parse_params, read_params
 from mapwise.privacy.pseudonym import pseudonym
-from mapwise.serving.app import FolderSource, Keeper, TargetKeeper, build, create_app
+from mapwise.serving.app import build, create_app
+from mapwise.serving.keepers import FolderSource, Keeper
+from mapwise.serving.target_keeper import TargetKeeper
 from mapwise.targeting.export import OUTCOMES, PROBABILITY, write_target_bundle
 from mapwise.targeting.features import Encoder
 from mapwise.targeting.networks import ArmsNet, PropensityNet
@@ -313,7 +315,7 @@ def test_serving_modules_import_no_torch():
 def test_targets_are_found_in_the_registry_by_name_and_champion_alias(bundles, tmp_path, monkeypatch):
     from mapwise.params import TrackingParams
     from mapwise.bundles.registry import client, register_bundle
-    from mapwise.serving.app import discover_targets
+    from mapwise.serving.target_keeper import discover_targets
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)  # artifacts land here

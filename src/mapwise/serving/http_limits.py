@@ -1,11 +1,12 @@
-"""Read bounds for the service's HTTP connections: a request head is capped in bytes, a request in time.
+"""Read bounds for the service's HTTP requests: a head and a body are capped in bytes, a request in time.
 
 uvicorn's httptools protocol bounds neither (`h11_max_incomplete_event_size` is for h11 only, and
 `timeout_keep_alive` only covers the wait between requests), so a half-sent request could hold a
 connection open for good and a huge header was buffered whole. This protocol answers 431 once a head
 passes `max_header_bytes`, and 408 when a request (head and body) has not arrived within
 `request_timeout` seconds of the connection or of its first byte; both close the connection, without
-reading the rest, in the service's error shape.
+reading the rest, in the service's error shape. `BodyLimit`, an ASGI middleware, answers 413 to a body
+over `max_body_bytes`, declared or not.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 
 import httptools
 import orjson
+from fastapi import HTTPException
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 
@@ -112,3 +114,35 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                  b"connection: close\r\n\r\n"]
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whether or not Content-Length is declared."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"body over {self.limit} bytes")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+async def _too_large(send, limit: int) -> None:
+    body = orjson.dumps({"error": f"body over {limit} bytes"})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
