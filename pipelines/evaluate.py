@@ -19,7 +19,7 @@ from mapwise.recommend.baselines import fit_baselines  # noqa: E402
 from mapwise.errors import MapwiseError  # noqa: E402
 from mapwise.recommend.evaluate import VARIANTS, before_refit, cases, evaluate, network_scorer  # noqa: E402
 from mapwise.recommend.ranker.diagnostics import ranker_section  # noqa: E402
-from mapwise.recommend.models.training import selected_network  # noqa: E402
+from mapwise.recommend.models.files import selected_network  # noqa: E402
 from mapwise.recommend.network_file import load_network  # noqa: E402
 from mapwise.params import RANKER, Params  # noqa: E402
 from mapwise.report import print_evaluate_report  # noqa: E402

@@ -24,8 +24,8 @@ import polars as pl  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from mapwise.recommend.models.module import VAL_METRIC  # noqa: E402
-from mapwise.recommend.models.files import export_network  # noqa: E402
-from mapwise.recommend.models.training import RefitResult, TrainResult, mlflow_logger, refit_model, selected_network, train_model  # noqa: E402
+from mapwise.recommend.models.files import export_network, selected_network  # noqa: E402
+from mapwise.recommend.models.training import RefitResult, TrainResult, mlflow_logger, refit_model, train_model  # noqa: E402
 from mapwise.params import RANKER, Params  # noqa: E402
 from mapwise.recommend.ranker.fit import RankerResult, fit_ranker  # noqa: E402
 from mapwise.recommend.ranker.items import item_prices  # noqa: E402

@@ -65,7 +65,8 @@ def openapi_schema() -> dict:
 
     The one place that builds the app (the docs test calls it too): repoint it if the factory moves.
     """
-    from mapwise.serving.app import FolderSource, Keeper, create_app
+    from mapwise.serving.app import create_app
+    from mapwise.serving.keepers import FolderSource, Keeper
 
     serve_params = _load_params_model().model_fields["serve"].annotation  # ServeParams, wherever it lives
     keeper = Keeper(FolderSource(ROOT / "nonexistent"))  # never refreshed: nothing is loaded

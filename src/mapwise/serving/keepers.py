@@ -24,7 +24,7 @@ from mapwise.bundles.registry import CHAMPION, alias_version, client_at, downloa
 from mapwise.bundles.runtime import query_scores
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, RetrievalParams
-from mapwise.serving.failures import PATH, first_line
+from mapwise.serving.failures import first_line, reason
 from mapwise.serving.recommendations import Recommender
 from mapwise.tracking import tracking_uri
 
@@ -135,7 +135,7 @@ class Keeper:
             smoke_check(recommender)
         except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
             log.warning("refused model version %s: %s", version, first_line(err))  # the log may name paths
-            self.refused[version] = PATH.sub(r"\1", first_line(err))
+            self.refused[version] = reason(err)
             return False
         meta = bundle.metadata
         info = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from mapwise.bundles.registry import CHAMPION, client_at
 from mapwise.errors import MapwiseError
 from mapwise.params import Params
-from mapwise.serving.failures import PATH, first_line
+from mapwise.serving.failures import first_line, reason
 from mapwise.serving.keepers import RegistrySource, Source, source_from
 from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel, propensity_model_name, uplift_model_name
 from mapwise.tracking import tracking_uri
@@ -78,7 +78,7 @@ class TargetKeeper:
                 self.failed = {k: v for k, v in self.failed.items() if k != name}
             except Exception as err:  # noqa: BLE001  (registry or download failed: keep serving, retry later)
                 log.warning("targeting model %s: check failed: %s", name, first_line(err))
-                self.failed = {**self.failed, name: PATH.sub(r"\1", first_line(err))}
+                self.failed = {**self.failed, name: reason(err)}
         return changed
 
     def _refresh(self, name: str, source: Source) -> bool:
@@ -94,7 +94,7 @@ class TargetKeeper:
                 raise MapwiseError(f"a {model.kind} bundle where a {expected} model is expected")
         except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
             log.warning("targeting model %s: refused version %s: %s", name, version, first_line(err))
-            why = PATH.sub(r"\1", first_line(err))
+            why = reason(err)
             self.refused = {**self.refused, name: {**self.refused.get(name, {}), version: why}}
             return False
         info = {"endpoint": name, "name": source.name, "source": source.description, "version": version,

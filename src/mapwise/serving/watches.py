@@ -16,7 +16,7 @@ from pathlib import Path
 from mapwise.errors import MapwiseError
 from mapwise.privacy.forget import forgotten
 from mapwise.privacy.pseudonym import KEY_ENV, load_key
-from mapwise.serving.failures import PATH, first_line
+from mapwise.serving.failures import first_line, reason
 
 log = logging.getLogger(__name__)
 NO_KEY = ("no pseudonymisation key yet: run the pipeline once (make demo, or the pipeline flow) to create it, "
@@ -41,7 +41,7 @@ class KeyWatch:
                 self.key = load_key(self.key_file, create=False)
                 log.info("pseudonymisation key found")
             except (MapwiseError, OSError) as err:  # too short, half-written, unreadable: told, and tried again
-                self.missing = PATH.sub(r"\1", first_line(err))
+                self.missing = reason(err)
         return self.key
 
 

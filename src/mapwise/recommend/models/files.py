@@ -37,6 +37,11 @@ def weights_only(path: Path, what: str) -> Iterator[None]:
         raise MapwiseError(f"{path}: not a readable {what} (truncated, corrupt or another format)") from None
 
 
+def selected_network(out_dir: Path, name: str) -> Path:
+    """Where the train stage keeps the validation-selected network when the refit one is the model."""
+    return out_dir / f"{name}.selected.pt"
+
+
 def export_network(checkpoint: Path, path: Path) -> None:
     """Save the selected network's weights and shape as a small, framework-light file."""
     with weights_only(checkpoint, "checkpoint"):

@@ -310,8 +310,3 @@ def refit_model(
 def _init_key(init: WarmStart | None) -> tuple:
     """What identifies a warm start in a checkpoint folder's hash (nothing for a start from scratch)."""
     return () if init is None else ("init", init.source, init.digest)
-
-
-def selected_network(out_dir: Path, name: str) -> Path:
-    """Where the train stage keeps the validation-selected network when the refit one is the model."""
-    return out_dir / f"{name}.selected.pt"
