@@ -1,4 +1,4 @@
-"""The README's "Bring your own data" walk-through, command by command, on the committed examples."""
+"""The docs' "Bring your own data" walk-through (docs/mapping.md), command by command, on the committed examples."""
 
 from __future__ import annotations
 
