@@ -11,16 +11,19 @@ from typing import Annotated
 import typer
 
 from flows.events import announce, use_local_server
-from mapwise.cli import ParamsOption, _friendly, app, console
+from mapwise.cli import app
+from mapwise.cli.common import ParamsOption, console, friendly
 from mapwise.errors import MapwiseError
 from mapwise.sources.incoming import Watcher, display, open_location, source_of
 from mapwise.params import load_params
 
 __all__ = ["app"]
 
+orchestrate = typer.Typer()  # mounted below without a name: `mapwise watch`, `mapwise notify`
 
-@app.command("watch")
-@_friendly
+
+@orchestrate.command("watch")
+@friendly
 def watch(
     incoming: Annotated[str | None, typer.Argument(help="drop folder or URL (default: orchestrate.incoming)")] = None,
     params_file: ParamsOption = Path("params.yaml"),
@@ -57,8 +60,8 @@ def watch(
         console.print("stopped")
 
 
-@app.command("notify")
-@_friendly
+@orchestrate.command("notify")
+@friendly
 def notify(
     file: Annotated[str, typer.Argument(help="the file that arrived: a path or an fsspec URL")],
     source: Annotated[str | None, typer.Option(help="the mapping that reads it (default: its folder's name)")] = None,
@@ -76,3 +79,6 @@ def notify(
     api = use_local_server(params.orchestrate)
     announce(where, source)
     console.print(f"announced {where} ({source}) to {api}", highlight=False, soft_wrap=True)
+
+
+app.add_typer(orchestrate)
