@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import importlib.util
 import subprocess
 import sys
@@ -90,3 +91,25 @@ def test_mapping_page_lists_every_function_and_contract(site):
         assert f"<code>{name}(" in page, f"mapping function {name} missing"
     for table in CONTRACTS:
         assert f'id="{table}"' in page, f"contract {table} missing"
+
+
+def test_the_drawings_are_built_in_and_follow_the_code(site):
+    """The layers and the stage graph are inline SVG drawn from pyproject.toml and dvc.yaml: nothing loads from the
+    network when a page is read offline."""
+    import tomllib
+
+    import yaml
+
+    concepts = _page(site, "concepts")
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["id"] == "layers")["layers"]
+    domains = [p.strip() for layer in layers[:-1] for p in layer.replace("|", ":").split(":") if p.strip() != "__main__"]
+    drawings = concepts.split('<svg xmlns="http://www.w3.org/2000/svg" role="img"')[1:]
+    assert len(drawings) == 2
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
+        assert f">{stage}</text>" in drawings[0], stage
+    for domain in domains:
+        assert f">{domain}</text>" in drawings[1], domain
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"<script[^>]+src=\"https?://", text), page  # no script from the network

@@ -8,7 +8,8 @@ A page asks for a generated block with an HTML comment on a line of its own:
     <!-- mapwise:contracts -->          the canonical tables' columns and checks
     <!-- mapwise:endpoints -->          the HTTP endpoints, from the FastAPI app's OpenAPI schema
     <!-- mapwise:bench NAME -->         a table from bench/results/NAME.json
-    <!-- mapwise:pipeline-graph -->     the stages of dvc.yaml as a Mermaid flowchart
+    <!-- mapwise:pipeline-graph -->     the stages of dvc.yaml, drawn (inline SVG)
+    <!-- mapwise:layers -->             the layers of the import contract, drawn, and today's imports between domains
 
 An unknown block name, or a generator that fails, fails the build. Every import of mapwise is in the
 `_load_*` functions and `openapi_schema` just below: the only places to repoint when code moves.
@@ -564,20 +565,123 @@ def _paths(entries: list | None, params: dict) -> list[str]:
 
 
 def pipeline_graph() -> str:
-    """A Mermaid flowchart of the stages in dvc.yaml: an arrow where a stage reads what another writes."""
+    """The stages of dvc.yaml as a drawing: an arrow where a stage reads what another writes, unless a longer
+    path of arrows already leads there."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     writes = {name: _paths([*(s.get("outs") or []), *(s.get("metrics") or []), *(s.get("plots") or [])], params)
               for name, s in stages.items()}
-    lines = ["```mermaid", "flowchart LR"]
+    edges = []
     for name, stage in stages.items():
         reads = _paths(stage.get("deps"), params)
-        for upstream, outs in writes.items():
-            if upstream != name and any(d == o or d.startswith(o + "/") or o.startswith(d + "/")
-                                        for d in reads for o in outs):
-                lines.append(f"  {upstream} --> {name}")
-    lines.append("```")
-    return "\n".join(lines)
+        edges += [(upstream, name) for upstream, outs in writes.items()
+                  if upstream != name and any(d == o or d.startswith(o + "/") or o.startswith(d + "/")
+                                              for d in reads for o in outs)]
+    import networkx as nx
+
+    edges = list(nx.transitive_reduction(nx.DiGraph(edges)).edges)  # an arrow a longer path implies is left out
+    rank: dict[str, int] = {}
+    for name in stages:  # dvc.yaml lists a stage after the ones it reads
+        rank[name] = max((rank[a] + 1 for a, b in edges if b == name and a in rank), default=0)
+    columns = [[n for n in stages if rank[n] == r] for r in range(max(rank.values()) + 1)]
+    return _svg(columns, edges, across=True, title="The stages of dvc.yaml")
+
+
+# ---------------------------------------------------------------- the layers, from the import contracts
+
+
+def layers() -> str:
+    """The layers of the import contract in pyproject.toml, top first, and the imports between domains today."""
+    import tomllib
+
+    import grimp
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    spec = next(c for c in contracts["contracts"] if c["id"] == "layers")["layers"]
+    rows = [[part.strip() for part in layer.replace("|", ":").split(":")] for layer in spec]
+    rows = [r for r in rows if r != ["__main__"]]
+    core = rows[-1]
+    rows[-1] = ["core"]
+    names = {m: ("core" if m in core else m) for row in rows for m in row} | {m: "core" for m in core}
+    graph = grimp.build_graph("mapwise", include_external_packages=False, cache_dir=None)
+    counts: dict[tuple[str, str], int] = {}
+    for imp in graph.find_matching_direct_imports(import_expression="mapwise.** -> mapwise.**"):
+        a, b = (names.get(m.split(".")[1]) if "." in m else None for m in (imp["importer"], imp["imported"]))
+        if a and b and a != b and b != "core":
+            counts[(a, b)] = counts.get((a, b), 0) + 1
+    drawing = _svg(rows, [], across=False, title="mapwise's layers, top first", stacked=True)
+    order = [n for row in rows for n in row]
+    lines = ["| domain | imports today (direct imports between their modules; core left out) |", "| --- | --- |"]
+    for a in order:
+        below = [f"`{b}` ({counts[(a, b)]})" for b in order if (a, b) in counts]
+        lines.append(f"| `{a}` | {', '.join(below) or 'core only'} |")
+    return drawing + "\n\n" + "\n".join(lines)
+
+
+# ---------------------------------------------------------------- drawings: inline SVG, no script, no network
+
+
+_BOX_H, _GAP_X, _GAP_Y, _CHAR_W, _LANE = 30, 56, 30, 7.4, 7
+
+
+def _svg(groups: list[list[str]], edges: list[tuple[str, str]], *, across: bool, title: str,
+         stacked: bool = False) -> str:
+    """Boxes in groups (columns when `across`, else rows, first on top) and arrows between them; theme colours."""
+    width = {n: max(64.0, _CHAR_W * len(n) + 20) for g in groups for n in g}
+    pos: dict[str, tuple[float, float]] = {}
+    if across:
+        col_w = [max(width[n] for n in g) for g in groups]
+        height = max(len(g) for g in groups) * (_BOX_H + _GAP_Y)
+        x = 10.0
+        for g, w in zip(groups, col_w):
+            top = (height - len(g) * (_BOX_H + _GAP_Y)) / 2 + _GAP_Y / 2
+            for i, n in enumerate(g):
+                pos[n] = (x + (w - width[n]) / 2, top + i * (_BOX_H + _GAP_Y))
+            x += w + _GAP_X
+        total_w, total_h = x - _GAP_X + 10, height
+    else:
+        row_w = [sum(width[n] for n in g) + 16 * (len(g) - 1) for g in groups]
+        total_w = max(row_w) + 20
+        for r, g in enumerate(groups):
+            x = (total_w - row_w[r]) / 2
+            for n in g:
+                pos[n] = (x, 10 + r * (_BOX_H + _GAP_Y))
+                x += width[n] + 16
+        total_h = 10 + len(groups) * (_BOX_H + _GAP_Y) - _GAP_Y + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{title}" '
+             f'viewBox="0 0 {total_w:.0f} {total_h:.0f}" style="max-width:{total_w:.0f}px;width:100%">',
+             f"<title>{title}</title>",
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="currentColor"/></marker></defs>',
+             '<g fill="none" stroke="currentColor" stroke-width="1.2" opacity="0.75">']
+    column = {n: i for i, g in enumerate(groups) for n in g}
+    lanes = 0
+    for a, b in edges:
+        (ax, ay), (bx, by) = pos[a], pos[b]
+        x1, y1, x2, y2 = ax + width[a], ay + _BOX_H / 2, bx, by + _BOX_H / 2
+        if across and column[b] - column[a] > 1:  # over the columns between, never through their boxes
+            lanes += 1
+            lane, xa, xb = -_LANE * lanes, x1 + _GAP_X / 2 - 2 * lanes % 12, x2 - _GAP_X / 2 + 2 * lanes % 12
+            d = f"M{x1:.1f},{y1:.1f} H{xa:.1f} V{lane:.1f} H{xb:.1f} V{y2:.1f} H{x2:.1f}"
+        else:
+            mid = (x1 + x2) / 2
+            d = f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+        parts.append(f'<path d="{d}" marker-end="url(#arrow)"/>')
+    top = -_LANE * lanes - 6 if lanes else 0
+    parts[0] = parts[0].replace(f'viewBox="0 0 {total_w:.0f} {total_h:.0f}"',
+                                f'viewBox="0 {top:.0f} {total_w:.0f} {total_h - top:.0f}"')
+    if stacked:  # one arrow between consecutive rows: "may import what is below"
+        for r in range(len(groups) - 1):
+            y1 = 10 + r * (_BOX_H + _GAP_Y) + _BOX_H + 3
+            parts.append(f'<path d="M{total_w / 2:.1f},{y1:.1f} v{_GAP_Y - 6}" marker-end="url(#arrow)"/>')
+    parts.append("</g>")
+    for n, (x, y) in pos.items():
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{width[n]:.1f}" height="{_BOX_H}" rx="6" '
+                     'fill="none" stroke="currentColor" stroke-width="1.2"/>')
+        parts.append(f'<text x="{x + width[n] / 2:.1f}" y="{y + _BOX_H / 2 + 4:.1f}" text-anchor="middle" '
+                     f'font-family="monospace" font-size="12" fill="currentColor">{n}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 GENERATORS = {
@@ -588,4 +692,5 @@ GENERATORS = {
     "endpoints": endpoints,
     "bench": bench,
     "pipeline-graph": pipeline_graph,
+    "layers": layers,
 }
