@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,17 @@ def assert_balanced(result: IngestResult) -> None:
     for source in result.report["sources"].values():
         for counts in source["tables"].values():
             assert counts["accepted"] + counts["quarantined"] == counts["read"] == source["rows_read"]
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_it_was():
+    """Each test leaves the process environment as it found it: a variable set in-process (mlflow's
+    set_tracking_uri sets $MLFLOW_TRACKING_URI, a CLI command its own) would reach the stages later tests start."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mapwise.params import TrackingParams
@@ -17,6 +19,32 @@ def tracking_uri(p: TrackingParams, root: Path | None = None) -> str:
     if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/"):
         uri = _SQLITE + str(((root or Path.cwd()) / uri.removeprefix(_SQLITE)).resolve())
     return uri
+
+
+@contextmanager
+def fluent_at(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`mlflow.start_run`, `mlflow.onnx.log_model`) pointed at `uri` for the block.
+
+    `mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI (and the registry's variable) in this process, which
+    every process it starts afterwards would inherit and prefer to its own params: the variables are put back as
+    they were when the block ends.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def artifact_location(root: Path | None = None) -> str:

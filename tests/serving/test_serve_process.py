@@ -72,7 +72,7 @@ def _wait_for(condition, log: Path, seconds: float = 120) -> None:
 
 def _workers_serving(log: Path, version: str) -> set[str]:
     """The worker processes that logged loading this version."""
-    return set(re.findall(rf"\[(\d+)\] mapwise\.serving\.app INFO serving model version {version} ", log.read_text()))
+    return set(re.findall(rf"\[(\d+)\] mapwise\.serving\.keepers INFO serving model version {version} ", log.read_text()))
 
 
 def _answered_by(url: str, versions: set[str]) -> bool:

@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mapwise.bundles.format import EXTRA_FILES, METADATA_FILE, MODEL_FILE, OPTIONAL_FILES, bundle_digest, bundle_files
 from mapwise.errors import MapwiseError
 from mapwise.params import TrackingParams
-from mapwise.tracking import artifact_location, flow_run_tags, tracking_uri
+from mapwise.tracking import artifact_location, flow_run_tags, fluent_at, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 RETRAIN_TAG = "mapwise.retrain_required"  # a version trained on data of customers since forgotten: its forget requests
@@ -108,8 +108,6 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path, served: di
     files = bundle_files(folder)
     metadata = json.loads(files[METADATA_FILE].read_text())
     lineage = metadata.get("lineage", {})
-    mlflow.set_tracking_uri(tracking_uri(p))
-    mlflow.set_registry_uri(tracking_uri(p))
     run_id = lineage.get("train_run_id")
     if run_id:
         try:
@@ -118,7 +116,7 @@ def register_bundle(p: TrackingParams, model_name: str, folder: Path, served: di
             run_id = None  # trained against another tracking store: record the version in a run of its own
     start = {"run_id": run_id} if run_id else {"experiment_id": _experiment_id(c, p.experiment),
                                                 "run_name": f"register {metadata['model']}"}
-    with _quiet(), tempfile.TemporaryDirectory() as tmp, mlflow.start_run(**start) as run:
+    with fluent_at(tracking_uri(p)), _quiet(), tempfile.TemporaryDirectory() as tmp, mlflow.start_run(**start) as run:
         extras = [str(shutil.copy(files[name], Path(tmp) / name)) for name in (*EXTRA_FILES, *OPTIONAL_FILES)
                   if name in files]
         mlflow.log_metrics(_flat(metadata.get("metrics", {}).get("test", {}), "test."))

@@ -75,7 +75,6 @@ def tune(split: Split, params: Params, *, work_dir: Path, trials: int | None = N
     """Run the study declared in `params.tune` on the split's validation window."""
     t = params.tune
     uri = tracking_uri(params.tracking)
-    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(params.tracking.experiment)
     experiment_id = (
