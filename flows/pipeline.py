@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.exceptions import FailedRun
 from prefect.runtime import flow_run
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from flows.artifacts import publish
 from flows.record import point_versions_at, push, record_run
 from flows.stages import checkout, failed_on_error, one_at_a_time, run_all, stage_graph
+from mapwise.bounded_yaml import load_yaml
 from mapwise.errors import MapwiseError, describe
 from mapwise.overridable import Overrides
 from mapwise.overrides import params_overridden, restore_interrupted
@@ -105,7 +105,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise MapwiseError(f"--set {pair}: expected key=value, e.g. train.max_epochs=3")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = load_yaml(value, f"--set {key.strip()}")
     return overrides
 
 

@@ -15,6 +15,7 @@ import yaml
 from mapwise.atomic import write_json  # noqa: F401  (the stages' report writer: replaced whole)
 from mapwise.errors import MapwiseError
 from mapwise.params import Params, load_params
+from mapwise.terminal import visible
 
 USER_ERROR = 2  # the input or params are wrong: running again will not help (a crash exits 1)
 
@@ -27,7 +28,7 @@ def run(verb: str, doc: str | None, stage: Callable[[Params], None], argv: list[
     try:
         stage(load_params(args.params))
     except MapwiseError as err:
-        print(f"{verb}: {err}", file=sys.stderr)
+        print(visible(f"{verb}: {err}"), file=sys.stderr)
         return USER_ERROR
     return 0
 

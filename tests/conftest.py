@@ -346,3 +346,13 @@ def tiny_targeting(canonical: Path, customers: int = 2400, seed: int = 0) -> Non
                      if col not in ("session_id", "page_value", "product_pages", "visitor_type", "purchased", "source")]
     ).select(list(CONTRACTS["sessions"].dtypes)).cast(CONTRACTS["sessions"].dtypes))
     sessions.write_parquet(canonical / "sessions.parquet")
+
+
+def keyed_params(folder: Path) -> Path:
+    """A params.yaml in `folder` (the tiny project's) whose ingest key file holds KEY: for commands that pseudonymise."""
+    key_file = folder / "hmac.key"
+    key_file.write_text(KEY.decode() + "\n")
+    params = yaml.safe_load((tiny_project(folder / "project") / "params.yaml").read_text())
+    params["ingest"]["key_file"] = str(key_file)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder / "params.yaml"

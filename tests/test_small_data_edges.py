@@ -32,7 +32,7 @@ from mapwise.recommend.split import (
 from mapwise.report import print_evaluate_report, print_ingest_report
 from mapwise.sources.contracts import UTC_TIMESTAMP
 
-from conftest import KEY, run_stage, tiny_project
+from conftest import KEY, keyed_params, run_stage, tiny_project
 
 T = datetime(2024, 3, 1, tzinfo=UTC)
 runner = CliRunner()
@@ -159,11 +159,7 @@ def test_split_descriptions_carry_only_what_the_method_used():
 def looked_up(tmp_path, monkeypatch):
     """A profiles table of two customers (one is raw id '196' pseudonymised), the key in a key file, params."""
     monkeypatch.delenv("MAPWISE_HMAC_KEY", raising=False)
-    key_file = tmp_path / "hmac.key"
-    key_file.write_text(KEY.decode() + "\n")
-    params = yaml.safe_load((tiny_project(tmp_path / "project") / "params.yaml").read_text())
-    params["ingest"]["key_file"] = str(key_file)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    keyed_params(tmp_path)
     profiles = tmp_path / "profiles.parquet"
     pl.DataFrame({c.CUSTOMER_ID: [pseudonym("196", KEY), "f" * 32], c.SEGMENT: ["loyal", "new"],
                   c.FREQUENCY: [4, 1], c.RECENT_ITEMS: [["I1", "I2"], ["I3"]]}).write_parquet(profiles)

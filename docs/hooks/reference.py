@@ -470,8 +470,13 @@ def endpoints() -> str:
                     + (f": {_first_paragraph(resolved.get('description'))}" if resolved.get("description") else ""), "",
                     "| field | type | required | default | description | constraints |",
                     "| --- | --- | --- | --- | --- | --- |", *_fields(body, spec), ""]
-        out += ["Responses:", ""]
-        for code, response in op.get("responses", {}).items():
+        ok = op.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {}).get("schema")
+        if ok:
+            out += [f"Response `200` (JSON, `{ok.get('$ref', '').rsplit('/', 1)[-1] or 'object'}`):", "",
+                    "| field | type | required | default | description | constraints |",
+                    "| --- | --- | --- | --- | --- | --- |", *_fields(ok, spec), ""]
+        out += ["Responses (every error is `{\"error\": \"<one line>\"}`):", ""]
+        for code, response in sorted(op.get("responses", {}).items()):
             out.append(f"- `{code}`: {response.get('description', '')}")
         out.append("")
     return "\n".join(out)

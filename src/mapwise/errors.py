@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections import abc
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -21,6 +22,19 @@ def one_line(text: str, limit: int = 80) -> str:
     """`text` for a one-line message: whitespace collapsed, unprintables escaped, then a `preview`."""
     flat = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in " ".join(text.split()))
     return preview(flat, limit)
+
+
+def engine_problem(err: BaseException, limit: int = 160) -> str:
+    """The first line of a data engine's error (polars, pyarrow) without the values it quotes.
+
+    Engines list offending values (`... for 2 out of 2 values: [{null,"17850.0"}, ...]`), and a value may be a raw
+    customer id: a message keeps what failed and where, never the data, as quarantine keeps raw ids out.
+    """
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    return one_line(_VALUES.sub(r"\1 (not shown)", lines[0]), limit)
+
+
+_VALUES = re.compile(r"(?i)(values?|value\(s\))\s*:?\s*\[.*")  # a quoted list of values, to the end of the line
 
 
 class MapwiseError(Exception):

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from mapwise.terminal import DataConsole
+
 _TOP_REASONS = 3
 
 
@@ -47,7 +49,7 @@ def print_ingest_report(report: dict, console: Console | None = None) -> None:
     Where source and table side by side are too wide for the console (80 columns: logs), each source heads its
     tables in one name column.
     """
-    console = console or Console()
+    console = console or DataConsole()
     shown = ["read", "accepted", "quarantined"]
     if any(t.get("forgotten") for d in report["sources"].values() for t in d["tables"].values()):
         shown.append("forgotten")  # rows of customers who asked to be forgotten: left out, never written
@@ -85,7 +87,7 @@ def print_evaluate_report(report: dict, k: int = 10, console: Console | None = N
     Where the console is too narrow for one table (80 columns: logs), the headline and its comparison come
     first and the other metrics at K in a second table.
     """
-    console = console or Console()
+    console = console or DataConsole()
     headline = f"ndcg@{k}"
     for variant in ("all_items", "new_items"):
         part = report[variant]

@@ -81,7 +81,7 @@ def test_filters(client):
 
 
 @pytest.mark.parametrize(("body", "error"), [
-    ({"customer_id": "has space"}, "body.customer_id: String should match pattern"),
+    ({"customer_id": " \t "}, "body.customer_id: String should match pattern"),  # blank; any script is fine
     ({"customer_id": ""}, "body.customer_id: String should have at least 1 character"),
     ({"customer_id": "x", "k": 0}, "body.k: Input should be greater than or equal to 1"),
     ({"customer_id": "x", "k": 21}, "body.k: Input should be less than or equal to 20"),
@@ -116,7 +116,7 @@ VALID = {"customer_id": "c1", "k": 3, "recent_items": ["i1"], "exclude_purchased
 def _hostile_bodies() -> list[tuple[bytes, str | None]]:
     """Bodies to refuse: each field of VALID given values of the wrong type, and JSON that is not quite JSON."""
     wrong = {
-        "customer_id": [True, 1, 1.5, None, [], {}, ["c1"], "a b", "x" * 129],
+        "customer_id": [True, 1, 1.5, None, [], {}, ["c1"], " ", "x" * 2049],
         "k": [True, False, "5", "5.0", 5.0, 5.5, None, [], {}, [5], 0, 10**30, -(10**30)],
         "recent_items": ["i1", True, 1, None, {}, [1], [True], [None], [["i1"]], {"i1": 1}],
         "exclude_purchased": ["yes", "true", "false", "", 1, 0, 1.0, None, [], {}],
@@ -139,7 +139,7 @@ def _hostile_bodies() -> list[tuple[bytes, str | None]]:
         b'{"customer_id": "c1", "k": 1' + b"0" * 5000 + b"}",  # past Python's digits limit
         b'{"customer_id": "c1", "filters": ' + b"[" * 5000 + b"]" * 5000 + b"}",
         b'{"customer_id": "\xff\xfe"}', b'{"customer_id": "caf\xe9"}', b"\xef\xbb\xbf" + json.dumps(VALID).encode(),
-        b'{"customer_id": "\\ud800"}', b'{"customer_id": "c1\\u0000"}',
+        b'{"customer_id": "\\ud800"}',
     ]
     bodies += [(body, json_type) for body in raw]
     bodies += [(json.dumps(VALID).encode(), kind) for kind in ("text/plain", "application/x-www-form-urlencoded", None)]

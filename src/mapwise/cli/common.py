@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from mapwise.errors import MapwiseError
+from mapwise.terminal import DataConsole, visible
 
-console = Console()
+console = DataConsole()
 ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
 
 
@@ -26,7 +26,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except MapwiseError as err:
-            print(f"mapwise: {err}", file=sys.stderr)
+            print(visible(f"mapwise: {err}"), file=sys.stderr)
             raise typer.Exit(1) from None
 
     return run

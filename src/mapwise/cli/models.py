@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mapwise.cli.common import ParamsOption, console, friendly
 from mapwise.params import load_params
+from mapwise.terminal import visible
 
 app = typer.Typer()
 model_app = typer.Typer(help="The model registry: versions, promotion through the gate, rollback.", no_args_is_help=True)
@@ -40,8 +41,7 @@ def model_list(params_file: ParamsOption = Path("params.yaml")) -> None:
     console.print(out)
     champion = next((v for v in versions(params.tracking, name) if "champion" in v["aliases"]), None)
     if champion and champion["tags"].get(SERVED_REASON):
-        console.print(f"Champion, version {champion['version']}: {escape(champion['tags'][SERVED_REASON])}", soft_wrap=True,
-                      highlight=False)
+        console.print(f"Champion, version {champion['version']}: {champion['tags'][SERVED_REASON]}", soft_wrap=True)
     console.print("Gate reasons and figures: reports/promote.json, and the MLflow runs tagged mapwise.stage=promote.")
 
 
@@ -50,8 +50,8 @@ def _decide_and_apply(params, decision) -> None:
 
     apply(params.tracking, decision)
     style = "green" if decision.promoted else "yellow"
-    console.print(f"[{style}]{decision.action}[/]: {decision.reason}. Champion: version {decision.champion_after}.",
-                  soft_wrap=True)
+    console.print(Text.assemble((decision.action, style), f": {visible(decision.reason)}. Champion: version "
+                                f"{decision.champion_after}."), soft_wrap=True)
 
 
 @model_app.command("promote")

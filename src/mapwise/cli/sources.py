@@ -17,6 +17,7 @@ from mapwise.sources.contracts import CONTRACTS
 from mapwise.sources.ingest import DUPLICATE_ROW, Limits, ingest_source
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN
 from mapwise.sources.mapping.load import load_mapping
+from mapwise.terminal import visible
 
 app = typer.Typer()
 mapping_app = typer.Typer(help="Check and try source mappings.", no_args_is_help=True)
@@ -56,9 +57,10 @@ def mapping_preview(
         for table, counts in report["tables"].items():
             console.rule(f"{table}: {counts['accepted']:,} accepted, {counts['quarantined']:,} rejected of "
                          f"{counts['read']:,}")
-            print(accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False).head(rows))
+            shown = accepted[table].drop(LINE_COLUMN, FILE_COLUMN, strict=False).head(rows)
+            print(shown.with_columns(pl.col(pl.String).map_elements(visible, return_dtype=pl.String)))
             for reason, n in counts["reasons"].items():
-                print(f"  {n:>9,}  {reason}")
+                print(f"  {n:>9,}  {visible(reason)}")
             if counts["reasons"].get(DUPLICATE_ROW) and mapping.tables[table].duplicates == "quarantine":
                 print(f"  ('{DUPLICATE_ROW}': identical to an earlier row; if such rows are distinct events, e.g. "
                       f"repeat purchases, set tables.{table}.duplicates: keep)")

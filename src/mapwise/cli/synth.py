@@ -29,6 +29,7 @@ def synth_command(
     """Write synthetic customer profiles from the GAN the synth stage trained: they pass the profile contract, none is
     a near-copy of a real customer, and the table must be k-anonymous over privacy.k_anonymity's quasi-identifiers."""
     from mapwise.atomic import replacing
+    from mapwise.csv_export import write_csv
     from mapwise.privacy.kanon import enforce_k_anonymity
     from mapwise.synth.gan import CTGAN
     from mapwise.synth.profiles import sample_profiles
@@ -53,7 +54,7 @@ def synth_command(
                                             f"the synthetic table {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with replacing(out) as partial:
-        profiles.write_csv(partial) if out.suffix == ".csv" else profiles.write_parquet(partial)
+        write_csv(profiles, partial) if out.suffix == ".csv" else profiles.write_parquet(partial)
     suppressed = checked.get("suppressed_rows", 0)
     console.print(f"{profiles.height:,} synthetic profiles -> {out} ({drawn['dropped']:,} near-copies redrawn"
                   + (f", {suppressed:,} rows in groups smaller than k={k.k} dropped" if suppressed else "")

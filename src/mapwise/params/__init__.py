@@ -10,10 +10,10 @@ import copy
 import warnings
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from mapwise.errors import MapwiseError, describe, yaml_problem
+from mapwise.bounded_yaml import read_yaml
+from mapwise.errors import MapwiseError, describe
 from mapwise.params.base import Section
 from mapwise.params.lifecycle import ExportParams, PromoteParams, RegisterParams, TrackingParams
 from mapwise.params.orchestrate import OrchestrateParams, WarmStartParams
@@ -131,12 +131,7 @@ def parse_params(data: object, origin: str = "params.yaml") -> Params:
 
 def read_params(path: Path = Path("params.yaml")) -> dict:
     """params.yaml as plain data, not yet validated."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise MapwiseError(f"{path}: cannot read ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise MapwiseError(f"{path}: {yaml_problem(err)}") from None
+    return read_yaml(path)
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mapwise.params import Params
 from mapwise.privacy.forget import append_requests, mentions, scrub
-from mapwise.privacy.pseudonym import load_key, pseudonyms
+from mapwise.privacy.pseudonym import legacy_pseudonyms, load_key, normalise_id, pseudonyms
 from mapwise.bundles.registry import RETRAIN_TAG, client
 
 
@@ -52,9 +52,13 @@ def marked_versions(params: Params, ids: set[str], request_ids: list[str]) -> li
 
 
 def pseudonyms_of(params: Params, raw_ids: list[str]) -> list[str]:
-    """The pseudonyms of raw customer ids (as written in the sources), with the ingestion key; never stored."""
+    """The pseudonyms of raw customer ids (as written in the sources), with the ingestion key; never stored.
+
+    An id that normalisation changes (`normalise_id`) also gives the pseudonym it had before ids were normalised,
+    so outputs made under that rule are scrubbed too, and the log holds both."""
     key = load_key(params.ingest.key_file, create=False)
-    return list(dict.fromkeys(pseudonyms([r.strip() for r in raw_ids if r.strip()], key)))
+    given = [r for r in raw_ids if normalise_id(r)]
+    return list(dict.fromkeys([*pseudonyms(given, key), *legacy_pseudonyms(given, key)]))
 
 
 def forget_customers(params: Params, ids: list[str], origin: str) -> dict:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from mapwise.errors import MapwiseError, one_line, yaml_problem
+from mapwise.bounded_yaml import load_yaml
+from mapwise.errors import MapwiseError, one_line
 from mapwise.privacy.forget import mentions
 
 WORKSPACE = "workspace"  # the working tree's dvc.lock and .dvc files, committed or not
@@ -81,10 +81,7 @@ def revisions(repo: Path) -> list[str]:
 
 
 def _yaml(text: str, where: str) -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise MapwiseError(f"{where}: {yaml_problem(err)}") from None
+    data = load_yaml(text, where)
     return data if isinstance(data, dict) else {}
 
 

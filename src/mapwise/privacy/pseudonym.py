@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import time
+import unicodedata
 from pathlib import Path
 
 import polars as pl
@@ -45,9 +46,29 @@ def load_key(key_file: Path, *, create: bool = True) -> bytes:
     return value.encode()
 
 
+# Removed from ids before hashing: zero-width space, non-joiner and joiner, word joiner, BOM, Mongolian vowel separator
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u180e"))
+
+
+def normalise_id(raw_id: str) -> str:
+    """The one form of an id that is hashed: zero-width characters and BOMs removed, then Unicode NFKC (`ＡＢＣ１２３` is
+    `ABC123`, `café` composed or not is one id), then surrounding whitespace trimmed. Ingest, `forget`, `profile show`
+    and the service all hash through here, so one person has one pseudonym whichever way their id was typed."""
+    if raw_id.isascii():  # NFKC and the zero-width set leave ASCII alone
+        return raw_id.strip()
+    return unicodedata.normalize("NFKC", raw_id.translate(_ZERO_WIDTH)).strip()  # removed first: a mark after one composes
+
+
 def pseudonym(raw_id: str, key: bytes) -> str:
-    """The pseudonym of one raw id."""
+    """The pseudonym of one raw id (normalised first)."""
     return pseudonyms([raw_id], key)[0]
+
+
+def legacy_pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
+    """The pseudonyms the ids had before ids were normalised (trimmed only), for the ids normalisation changes:
+    what `forget` also logs, and ingest also matches, so a customer forgotten under that rule stays forgotten."""
+    changed = [r.strip() for r in raw_ids if r.strip() and r.strip() != normalise_id(r)]
+    return _digests(changed, key)
 
 
 def _keyed_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
@@ -61,12 +82,17 @@ def _keyed_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
 
 
 def pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
-    """The pseudonyms of many raw ids: HMAC-SHA256(key, id) from precomputed keyed states (~2x faster than
-    copying an hmac object, ~6x faster than one HMAC each; `hmac.new` gives the same digests)."""
+    """The pseudonyms of many raw ids: HMAC-SHA256(key, normalise_id(id))."""
+    return _digests([normalise_id(r) for r in raw_ids], key)
+
+
+def _digests(ids: list[str], key: bytes) -> list[str]:
+    """HMAC-SHA256(key, id) of ids as given, from precomputed keyed states (~2x faster than copying an hmac
+    object, ~6x faster than one HMAC each; `hmac.new` gives the same digests)."""
     inner, outer = _keyed_states(key)
     copy_inner, copy_outer = inner.copy, outer.copy
     out = []
-    for raw_id in raw_ids:
+    for raw_id in ids:
         h = copy_inner()
         h.update(raw_id.encode())
         o = copy_outer()
@@ -86,8 +112,9 @@ class Pseudonymiser:
     to have found its own id: a hash collision falls back to a join on the ids themselves.
     """
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __init__(self, key: bytes, forgotten: frozenset[str] = frozenset()) -> None:
+        self.key, self.forgotten = key, forgotten
+        self.carried: set[str] = set()
         self.seconds = 0.0  # time spent, for profiles
         self._known = pl.DataFrame(schema={_HASH: pl.UInt64, _RAW: pl.String, _PSEUDONYM: pl.String})
 
@@ -111,11 +138,21 @@ class Pseudonymiser:
         return joined[_PSEUDONYM].alias(ids.name)
 
     def _digests(self, raw: pl.Series) -> pl.Series:
-        """The pseudonym of each of these distinct ids; null for a blank one."""
-        stripped = raw.str.strip_chars()  # " 42" and "42" are one customer
-        keep = stripped != ""
-        digests = pl.Series(pseudonyms(stripped.filter(keep).to_list(), self.key), dtype=pl.String)
-        return pl.Series(_PSEUDONYM, [None] * raw.len(), dtype=pl.String).scatter(keep.arg_true(), digests)
+        """The pseudonym of each of these distinct ids; null for one blank once normalised. An id whose spelling
+        had, before ids were normalised, a pseudonym in `forgotten` puts its pseudonym in `carried`: ingest leaves
+        out every spelling of that customer."""
+        normal = [normalise_id(r) for r in raw.to_list()]
+        keep = [i for i, n in enumerate(normal) if n]
+        digests = _digests([normal[i] for i in keep], self.key)
+        if self.forgotten:
+            trimmed = raw.str.strip_chars().to_list()  # the rule before normalisation
+            legacy = [trimmed[i] for i in keep]
+            changed = [j for j, i in enumerate(keep) if legacy[j] != normal[i]]
+            for j, old in zip(changed, _digests([legacy[j] for j in changed], self.key), strict=True):
+                if old in self.forgotten:
+                    self.carried.add(digests[j])
+        out = pl.Series(_PSEUDONYM, [None] * raw.len(), dtype=pl.String)
+        return out.scatter(keep, pl.Series(digests, dtype=pl.String)) if keep else out
 
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:

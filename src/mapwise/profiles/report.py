@@ -18,6 +18,7 @@ from mapwise.atomic import write_text
 from mapwise.pages import inline_figure, page
 from mapwise.profiles.build import SEGMENT_OF_RF
 from mapwise.report import name_column
+from mapwise.terminal import DataConsole
 
 SEGMENT_NOTES = {
     "champions": "bought very recently and often — reward them, early access, ask for reviews",
@@ -154,7 +155,7 @@ def _table(summary: pl.DataFrame) -> str:
 
 def print_profile_summary(profiles: pl.DataFrame, console: Console | None = None) -> None:
     """Customers, cutoff and one row per segment (customers, share, net value) on the terminal."""
-    console = console or Console()
+    console = console or DataConsole()
     as_of = profiles[c.AS_OF].max()
     console.print(f"profile: {profiles.height:,} customers as of {as_of:%Y-%m-%d %H:%M:%S.%f %Z}", highlight=False,
                   soft_wrap=True)

@@ -25,14 +25,27 @@ from mapwise.serving.batcher import Batcher
 from mapwise.serving.http_limits import BodyLimit
 from mapwise.serving.keepers import Keeper, Loaded, RegistrySource, source_from
 from mapwise.serving.recommendations import Filters
-from mapwise.serving.schemas import RecommendationResponse, request_models, target_request_models
-from mapwise.serving.strict_json import Json, StrictJsonRoute
+from mapwise.serving.schemas import (
+    Health,
+    ModelInService,
+    NextBestActionResponse,
+    PropensityResponse,
+    Ready,
+    RecommendationResponse,
+    TargetsInService,
+    errors,
+    request_models,
+    target_request_models,
+)
+from mapwise.serving.json_route import Json, StrictJsonRoute
 from mapwise.serving.target_keeper import TargetKeeper, targets_from
 from mapwise.serving.targeting import PROPENSITY, UPLIFT, TargetModel
 from mapwise.serving.watches import ForgetWatch, KeyWatch
 
 log = logging.getLogger(__name__)
 PARAMS_ENV, MODEL_ENV = "MAPWISE_PARAMS", "MAPWISE_MODEL"
+ALWAYS = (408, 431, 500)  # any request: too slow to arrive, head too large, a failure of ours
+BODY = (413, 422)  # a request with a body: too large, not valid
 
 
 def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: TargetKeeper | None = None,
@@ -81,22 +94,26 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
             raise HTTPException(503, "; ".join(missing))
         return current, key
 
-    @app.get("/health", summary="The process is up")
-    def health() -> dict:
-        return {"status": "ok"}
+    @app.get("/health", summary="The process is up", response_model=Health, responses=errors(*ALWAYS))
+    def health() -> Json:
+        return Json({"status": "ok"})
 
-    @app.get("/ready", summary="A model is loaded, the key is here: answering")
-    def ready() -> dict:
-        return {"ready": True, "version": serving()[0].version}
+    @app.get("/ready", summary="A model is loaded, the key is here: answering", response_model=Ready,
+             responses=errors(*ALWAYS, 503))
+    def ready() -> Json:
+        return Json({"ready": True, "version": serving()[0].version})
 
-    @app.get("/model", summary="The model in service: version, metrics, lineage, refused versions and why")
-    def model() -> dict:
-        return {**serving()[0].info, "refused": keeper.refused,
-                "targets": {name: t.info for name, t in targets.current.items()}}
+    @app.get("/model", summary="The model in service: version, metrics, lineage, refused versions and why",
+             response_model=ModelInService, responses=errors(*ALWAYS, 503))
+    def model() -> Json:
+        current = serving()[0]
+        return Json({**current.info, "version": current.version, "refused": keeper.refused,
+                     "targets": {name: t.info for name, t in targets.current.items()}})
 
-    @app.get("/targets", summary="The targeting models in service: features, version, metrics; refused versions")
-    def target_models() -> dict:
-        return {"targets": {name: t.info for name, t in targets.current.items()}, "refused": targets.refused}
+    @app.get("/targets", summary="The targeting models in service: features, version, metrics; refused versions",
+             response_model=TargetsInService, responses=errors(*ALWAYS))
+    def target_models() -> Json:
+        return Json({"targets": {name: t.info for name, t in targets.current.items()}, "refused": targets.refused})
 
     batcher = Batcher()
 
@@ -115,8 +132,8 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
         })
 
     recommendations.__annotations__["body"] = RecommendationRequest  # a local class: resolve it for FastAPI
-    app.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a customer")(
-        recommendations)
+    app.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a customer",
+             responses=errors(*ALWAYS, *BODY, 503))(recommendations)
 
     def target_inputs(model: TargetModel, body):  # noqa: ANN001, ANN202
         """The request's rows encoded for the model: customer ids pseudonymised and looked up, or posted rows."""
@@ -161,10 +178,12 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
     propensity.__annotations__["body"] = PropensityRequest
     next_best_action.__annotations__["body"] = NextBestActionRequest
     app.post("/scores/propensity", summary="Calibrated probability per customer or posted row, with reasons on request",
+             response_model=PropensityResponse, responses=errors(*ALWAYS, *BODY, 404, 503),
              description="Body: `task` and exactly one of `customer_ids` and `rows`; `explain` adds the top 5 "
                          "reasons (integrated gradients of the uncalibrated probability from the training mean row, "
                          "per feature).")(propensity)
     app.post("/next-best-action", summary="The treated arm with the largest uplift net of contact cost, or no_contact",
+             response_model=NextBestActionResponse, responses=errors(*ALWAYS, *BODY, 503),
              description="Body: exactly one of `customer_ids` and `rows`; `explain` adds the top 5 reasons for "
                          "the best treated arm's uplift.")(next_best_action)
     return app

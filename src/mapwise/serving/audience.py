@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from mapwise import columns as c
 from mapwise.atomic import replacing
+from mapwise.csv_export import write_csv
 from mapwise.errors import MapwiseError
 from mapwise.progress import steps
 from mapwise.serving.recommendations import AUDIENCE_SCHEMA, CHUNK, Recommender
@@ -47,7 +48,7 @@ def write_audience(rec: Recommender, customers: list[str] | None, k: int, out: P
     with replacing(out) as partial, open(partial, "wb") as handle:
         for frame in steps(chunks, "scoring customers", total=math.ceil(len(chosen) / CHUNK)):
             if out.suffix == ".csv":
-                frame.write_csv(handle, include_header=rows == 0)
+                write_csv(frame, handle, include_header=rows == 0)
             else:
                 table = frame.to_arrow()
                 writer = writer or pq.ParquetWriter(handle, table.schema)
@@ -84,7 +85,7 @@ def write_actions(actions: pl.DataFrame, out: Path) -> dict:
     if out.suffix not in FORMATS:
         raise MapwiseError(f"{out}: the audience file must end in {' or '.join(FORMATS)}")
     with replacing(out) as partial:
-        actions.write_csv(partial) if out.suffix == ".csv" else actions.write_parquet(partial)
+        write_csv(actions, partial) if out.suffix == ".csv" else actions.write_parquet(partial)
     counts = dict(actions.group_by(ACTION).len().sort(ACTION).iter_rows())
     return {"customers": actions.height, "actions": counts, "expected_uplift_total": float(actions[EXPECTED_UPLIFT].sum()),
             "out": str(out)}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from mapwise.params import ServeParams
+from mapwise.sources.contracts import MAX_TEXT_LENGTH
 
-_ID = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]  # printable, no spaces
+# Any id ingest accepts: up to MAX_TEXT_LENGTH characters of any script, not blank (ids are hashed or matched,
+# never printed or logged)
+_ID = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=r"\S")]
 
 
 def request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -50,10 +53,11 @@ def target_request_models(p: ServeParams) -> tuple[type[BaseModel], type[BaseMod
     row_list = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=p.max_list_items)]
 
     class TargetRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        customer_ids: id_list | None = Field(None, description="the shop's own customer ids (pseudonymised on arrival, "
+        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+            "oneOf": [{"required": ["customer_ids"]}, {"required": ["rows"]}]})  # exactly one of the two
+        customer_ids: id_list = Field(None, description="the shop's own customer ids (pseudonymised on arrival, "
                                                              "never stored), looked up in the model's customer table")
-        rows: row_list | None = Field(None, description="raw feature values, one object per row (names and types: "
+        rows: row_list = Field(None, description="raw feature values, one object per row (names and types: "
                                                     "`features` of the model in /targets); a missing feature is missing")
         explain: bool = Field(False, description=f"add the top reasons (at most {p.max_explain_rows} rows)")
 
@@ -86,9 +90,101 @@ class RecommendedItem(BaseModel):
     price: float | None
 
 
+class ServedModel(BaseModel):
+    """Which registered model answered."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None
+    version: str
+
+
 class RecommendationResponse(BaseModel):
     items: list[RecommendedItem]
     customer_known: bool
     strategy: str
-    model: dict
+    model: ServedModel
     notes: list[str]
+
+
+class ErrorBody(BaseModel):
+    """Every error: one line, never a server path or a raw id."""
+
+    error: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    ready: Literal[True]
+    version: str
+
+
+class ModelInService(BaseModel):
+    """The bundle's metadata (model, metrics, lineage...), versions refused and why, the targeting models."""
+
+    model_config = ConfigDict(extra="allow")
+    version: str
+    refused: dict[str, str]
+    targets: dict[str, dict[str, Any]]
+
+
+class TargetsInService(BaseModel):
+    targets: dict[str, dict[str, Any]]
+    refused: dict[str, dict[str, str]] = Field(description="per model, the versions refused and why")
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    feature: str
+    attribution: float
+
+
+class _Row(BaseModel):
+    customer_id: str | None = Field(None, description="as asked (customer_ids requests)")
+    index: int | None = Field(None, description="the row's position (rows requests)")
+    found: bool | None = Field(None, description="the customer is in the model's table (customer_ids requests)")
+    reasons: list[Reason] | None = Field(None, description="with explain: the top reasons")
+
+
+class PropensityResult(_Row):
+    probability: float | None = Field(None, description="absent for a customer not found")
+
+
+class ActionResult(_Row):
+    action: str | None = None
+    expected_uplift: float | None = None
+    uplift: dict[str, float] | None = None
+    explained_arm: str | None = None
+
+
+class PropensityResponse(BaseModel):
+    task: str
+    model: ServedModel
+    results: list[PropensityResult]
+
+
+class NextBestActionResponse(BaseModel):
+    model: ServedModel
+    outcome: str
+    arms: list[str]
+    contact_cost: float
+    results: list[ActionResult]
+
+
+def errors(*codes: int) -> dict[int, dict]:
+    """OpenAPI `responses` for these error statuses, each with the ErrorBody schema and what it means."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+ERROR_MEANINGS = {
+    404: "not found (an unknown path, or a propensity task not served)",
+    405: "method not allowed",
+    408: "the request took too long to arrive",
+    413: "the body is larger than serve.max_body_bytes",
+    422: "the body is not valid: the first problem, with its field",
+    431: "the request head (headers) is too large",
+    500: "internal error",
+    503: "not ready: no model loaded, no key yet, or the model asked for is not loaded; the reason says which",
+}

@@ -174,15 +174,9 @@ def validate_rows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split candidate rows into those the contract's row checks accept (times within the limits) and quarantine rows."""
     schema = contract.rows_schema_within(limits.earliest, limits.latest)
-    try:
-        schema.validate(frame.select(list(contract.dtypes)), lazy=True)
+    cases = _failures(frame.select(list(contract.dtypes)), schema)
+    if cases.height == 0:
         return frame, _empty_quarantine()
-    except pa_errors.SchemaErrors as err:
-        cases = err.failure_cases
-    if cases["index"].null_count():
-        whole = cases.filter(pl.col("index").is_null()).select(pl.concat_str("column", pl.lit(": "), "check")).to_series()
-        raise MapwiseError(f"{contract.name}: rows from '{source}' break the contract as a whole: "
-                           f"{'; '.join(dict.fromkeys(whole.to_list()))}")
     cases = cases.sort("index").unique("index", keep="first", maintain_order=True)
     index = cases["index"].cast(pl.Int64)
     check = cases["check"]
@@ -203,6 +197,37 @@ def validate_rows(
     )
     keep = ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(index.implode())
     return frame.filter(keep), bad.select(QUARANTINE_COLUMNS)
+
+
+def _failures(frame: pl.DataFrame, schema, offset: int = 0) -> pl.DataFrame:
+    """The row checks' failures, one per (row, column, check): `index`, `column`, `check`, `failure_case` (text).
+
+    A check can fail without naming rows (pandera reports a value Python cannot hold, such as a timestamp after
+    the year 9999, as a failure of the whole column): the rows are then found by halving the frame until the
+    failure has one row, so one bad value is that row's problem, never the file's.
+    """
+    try:
+        schema.validate(frame, lazy=True)
+        return _NO_FAILURES
+    except pa_errors.SchemaErrors as err:
+        cases = err.failure_cases
+    if not cases["index"].null_count():
+        return cases.select(
+            (pl.col("index").cast(pl.Int64) + offset).alias("index"), "column", "check",
+            pl.col("failure_case").cast(pl.String),
+        )
+    if frame.height == 1:  # this row fails as a whole: its value is the failure case
+        whole = cases.filter(pl.col("index").is_null())
+        return pl.DataFrame({
+            "index": [offset] * whole.height, "column": whole["column"], "check": whole["check"],
+            "failure_case": [frame[col].cast(pl.String)[0] if col in frame.columns else None for col in whole["column"]],
+        }, schema=_NO_FAILURES.schema)
+    half = frame.height // 2
+    return pl.concat([_failures(frame[:half], schema, offset), _failures(frame[half:], schema, offset + half)])
+
+
+_NO_FAILURES = pl.DataFrame(schema={"index": pl.Int64, "column": pl.String, "check": pl.String,
+                                    "failure_case": pl.String})
 
 
 def _unique_ids(frame: pl.DataFrame, contract: Contract, sources: list[str]) -> pl.DataFrame:
@@ -249,6 +274,7 @@ class Partition:
     rows_read: int
     broken: pl.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
+    carried: frozenset[str] = frozenset()  # pseudonyms forgotten under their spelling before ids were normalised
 
 
 def ingest_partition(
@@ -264,7 +290,8 @@ def ingest_partition(
         frame, invalid = validate_rows(mapped.candidates[table], mapping.contract(table), mapping.name, limits)
         candidates[table], quarantined[table] = frame, pl.concat([mapped.rejected[table], invalid])
     clock.tick("validate")
-    return Partition(candidates, quarantined, raw.rows_read, raw.rejects, clock.seconds)
+    carried = frozenset(key.carried) if isinstance(key, Pseudonymiser) else frozenset()
+    return Partition(candidates, quarantined, raw.rows_read, raw.rejects, clock.seconds, carried)
 
 
 def merge_partitions(
@@ -274,6 +301,7 @@ def merge_partitions(
     per-table report: repeated rows are quarantined after their first occurrence across all partitions,
     rows of `forgotten` customers left out; every row read is accounted for."""
     rows_read = sum(part.rows_read for part in parts)
+    forgotten = forgotten.union(*(part.carried for part in parts))
     accepted, quarantined, tables_report = {}, {}, {}
     for table in mapping.tables:
         contract = mapping.contract(table)
@@ -358,7 +386,8 @@ def ingest_source(
     """
     files_report, parts = [], []
     clock = _Clock()
-    pseudonymise = Pseudonymiser(key)  # each distinct id hashed once across the source's chunks (in process)
+    pseudonymise = Pseudonymiser(key, forgotten)  # each distinct id hashed once across the source's chunks (in process)
+    remote = Pseudonymiser(key, forgotten) if forgotten else key  # each worker's copy reports what it carried
     pending: deque[tuple[dict, Future]] = deque()
     window = in_flight(executor)
 
@@ -383,7 +412,7 @@ def ingest_source(
             if executor is None:
                 collect(entry, map_chunk(chunk.data, chunk.offset, hmac_key=pseudonymise, **where))
             else:
-                pending.append((entry, executor.submit(map_chunk, chunk.data, chunk.offset, hmac_key=key, **where)))
+                pending.append((entry, executor.submit(map_chunk, chunk.data, chunk.offset, hmac_key=remote, **where)))
                 while len(pending) >= window:
                     collect(*_result(pending.popleft()))
             del chunk

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from mapwise import columns as c
-from mapwise.errors import MapwiseError, one_line, preview
+from mapwise.errors import MapwiseError, engine_problem, one_line, preview
 from mapwise.sources.mapping.expressions import FILE_COLUMN, LINE_COLUMN, compile_expression
 from mapwise.sources.mapping.readers import DUPLICATE, RawTable, preview_expr
 from mapwise.sources.mapping.spec import Mapping, TimestampSpec
@@ -234,7 +234,7 @@ def check_types(mapping: Mapping, origin: str) -> None:
         try:
             values = frame.select(compile_expression(text).expr).to_series()
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
-            problem = one_line(str(err).strip().split("\n")[0], 160)
+            problem = engine_problem(err)
             text_read = sorted(col for col in compile_expression(text).columns
                                if frame.schema.get(col) == pl.String and col not in mapping.derive)
             if text_read:  # the usual cause: a column used as a number, flag or time without its cast
@@ -347,8 +347,7 @@ def map_file(
     except ColumnTypeError as err:
         raise MapwiseError(f"{path}: mapping '{mapping.name}': {err}") from None
     except pl.exceptions.PolarsError as err:
-        problem = str(err).strip().splitlines()[0]
-        raise MapwiseError(f"{path}: mapping '{mapping.name}' cannot be applied: {problem}") from None
+        raise MapwiseError(f"{path}: mapping '{mapping.name}' cannot be applied: {engine_problem(err)}") from None
     return MappedFile(candidates, rejected)
 
 
@@ -422,7 +421,7 @@ def _table_rows(
             except pl.exceptions.PolarsError:
                 given = staged.schema[_VAL + col]
                 raise ColumnTypeError(f"tables.{table}.columns.{col}: gives {given}, which cannot become {dtype} "
-                                      f"({one_line(str(err).strip().splitlines()[0], 120)})") from None
+                                      f"({engine_problem(err, 120)})") from None
         raise
     bad_mask = pl.col("__q_reason").is_not_null()
     good = staged.filter(~bad_mask).select(*contract.dtypes, LINE_COLUMN, FILE_COLUMN)

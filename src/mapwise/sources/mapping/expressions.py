@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import polars as pl
 
-from mapwise.errors import one_line
+from mapwise.errors import engine_problem, one_line
 
 LINE_COLUMN = "__line__"
 FILE_COLUMN = "__file__"
@@ -274,6 +274,5 @@ def compile_expression(text: str) -> Compiled:
     except ExpressionError:
         raise
     except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as err:
-        problem = str(err).strip().split("\n")[0]
-        raise ExpressionError(f"'{one_line(text)}' cannot be built: {one_line(problem, 160)}") from None
+        raise ExpressionError(f"'{one_line(text)}' cannot be built: {engine_problem(err)}") from None
     return Compiled(text=text, expr=expr, columns=frozenset(compiler.columns))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from mapwise.errors import MapwiseError, describe, yaml_problem
+from mapwise.bounded_yaml import read_yaml
+from mapwise.errors import MapwiseError, describe
 from mapwise.sources.mapping.apply import check_types
 from mapwise.sources.mapping.expressions import ExpressionError, compile_expression
 from mapwise.sources.mapping.spec import Mapping
@@ -32,13 +32,7 @@ def parse_mapping(data: object, origin: str) -> Mapping:
 
 def load_mapping(path: Path) -> Mapping:
     """Read and validate one mapping file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise MapwiseError(f"{path}: cannot read mapping ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise MapwiseError(f"{path}: {yaml_problem(err)}") from None
-    mapping = parse_mapping(data, str(path))
+    mapping = parse_mapping(read_yaml(path, "mapping"), str(path))
     if mapping.name != path.stem:
         raise MapwiseError(f"{path}: name '{mapping.name}' must match the file name '{path.stem}'")
     return mapping

@@ -33,9 +33,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from mapwise import columns as c
-from mapwise.errors import MapwiseError, preview
+from mapwise.errors import MapwiseError, engine_problem, preview
 from mapwise.sources.mapping.expressions import LINE_COLUMN
 from mapwise.sources.mapping.spec import ReadSpec
+from mapwise.strict_json import strict_json
 
 _OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz"}
@@ -524,16 +525,13 @@ def _read_jsonl(data: bytes) -> RawTable:
     records: list[dict[str, str | None]] = []
     line_numbers: list[int] = []
     rejects: list[tuple[int, str | None, str, str | None]] = []
-    for number, line in enumerate(data.decode("utf-8", "surrogateescape").split("\n"), start=1):
-        if _blank(line):
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if _blank(line.decode("utf-8", "surrogateescape")):
             continue
         try:
-            record = json.loads(line)
+            record = strict_json(line)  # as the service reads a body: a key twice, NaN or bad UTF-8 is refused
         except json.JSONDecodeError as err:
             rejects.append((number, None, f"{INVALID_JSON}: {err.msg}", None))
-            continue
-        except (RecursionError, ValueError):
-            rejects.append((number, None, f"{INVALID_JSON}: nested too deep or malformed", None))
             continue
         if not isinstance(record, dict):
             rejects.append((number, None, NOT_AN_OBJECT, None))
@@ -563,6 +561,6 @@ def _read_parquet(path: Path, data: bytes, max_bytes: int) -> RawTable:
     except MapwiseError:
         raise
     except Exception as err:  # pyarrow and polars raise several kinds for a corrupt file
-        raise MapwiseError(f"{path}: cannot read as parquet ({preview(str(err).splitlines()[0])})") from None
+        raise MapwiseError(f"{path}: cannot read as parquet ({engine_problem(err, 80)})") from None
     line = pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(LINE_COLUMN)
     return RawTable(frame.with_columns(line), _rejects([]))

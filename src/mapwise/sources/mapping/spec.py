@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -59,6 +60,20 @@ class ReadSpec(_Strict):
         if self.delimiter is not None:
             return self.delimiter
         return "\t" if self.format == "tsv" else ","
+
+    @field_validator("pattern")
+    @classmethod
+    def _relative_globs(cls, value: str | list[str]) -> str | list[str]:
+        for pattern in [value] if isinstance(value, str) else value:
+            if not pattern.strip():
+                raise ValueError("a pattern must not be empty")
+            if PurePosixPath(pattern).is_absolute() or PureWindowsPath(pattern).anchor or pattern.startswith("~"):
+                raise ValueError(f"'{pattern[:80]}' is not relative: patterns are globs under ingest.raw_dir")
+            try:  # the glob ingest runs, on a folder that does not exist: only the pattern is checked
+                next(Path("/nonexistent/mapwise").glob(pattern), None)
+            except (ValueError, NotImplementedError) as err:
+                raise ValueError(f"'{pattern[:80]}' is not a usable glob ({err})") from None
+        return value
 
     @field_validator("delimiter", "quote")
     @classmethod
