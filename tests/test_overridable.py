@@ -108,3 +108,29 @@ def test_prefect_builds_a_form_from_it():
 def test_applies_to_the_repository_params():
     merged = with_overrides(read_params(REPO / "params.yaml"), Overrides(train={"max_epochs": 2}).dotted())
     assert parse_params(merged).train.max_epochs == 2
+
+
+def _properties(schema: dict) -> list[tuple[str, dict]]:
+    """Every field of the form's schema, nested sections included, as (name, property)."""
+    out = []
+    for definition in [schema, *schema.get("$defs", {}).values()]:
+        out += list(definition.get("properties", {}).items())
+    return out
+
+
+def test_the_run_form_sends_only_what_was_changed():
+    """Prefect's form shows a boolean as a toggle, off when untouched, and submits false (seen in the UI: only
+    promote.margin set, and train.refit and propensity.calibrate went along as false). A yes/no setting is a
+    choice of true, false or nothing; nothing is null, which changes nothing."""
+    fields = _properties(Overrides.model_json_schema())
+    assert not [name for name, prop in fields if prop.get("type") == "boolean"]
+    assert dict(fields)["refit"]["enum"] == [True, False, None] and dict(fields)["calibrate"]["enum"] == [True, False, None]
+    untouched = {"train": {"refit": None, "lr": None}, "propensity": {"calibrate": None}, "promote": {"margin": 0.002}}
+    assert Overrides.model_validate(untouched).dotted() == {"promote.margin": 0.002}
+    assert Overrides.model_validate({"train": {"refit": False}}).dotted() == {"train.refit": False}
+
+
+def test_the_form_keeps_names_in_angle_brackets():
+    described = [prop["description"] for _, prop in _properties(Overrides.model_json_schema()) if "description" in prop]
+    assert not [d for d in described if "<" in d or ">" in d]  # Markdown would take <name> for a tag and drop it
+    assert any("&lt;name&gt;" in d for d in described)

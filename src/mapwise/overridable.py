@@ -56,12 +56,26 @@ def _optional(field: FieldInfo, path: str) -> tuple[Any, FieldInfo]:
     if isinstance(kind, type) and issubclass(kind, BaseModel):  # a section (or train.model): its fields one by one
         kind, description = _all_optional(kind, f"{path}."), description or kind.__doc__
     bounded = Annotated[kind, *field.metadata] if field.metadata else kind  # ge, lt, min_length...: on the value
-    return bounded, Field(None, description=description, json_schema_extra=_no_default)
+    shown = _form_text(description) if description else description
+    return bounded, Field(None, description=shown, json_schema_extra=_three_way if kind is bool else _no_default)
 
 
 def _no_default(schema: dict[str, Any]) -> None:
     """No default in the form's schema: a field left empty is then not sent (a null default would be, and fail)."""
     schema.pop("default", None)
+
+
+def _three_way(schema: dict[str, Any]) -> None:
+    """A yes/no setting as a choice of true, false or nothing: Prefect's form shows a boolean as a toggle, which is
+    off when untouched and sends `false`; a choice left empty sends null, which means "as in params.yaml"."""
+    _no_default(schema)
+    schema.pop("type", None)
+    schema["enum"] = [True, False, None]
+
+
+def _form_text(text: str) -> str:
+    """A description as the form shows it: its Markdown would take `<name>` for an HTML tag and drop it."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _all_optional(model: type[BaseModel], prefix: str) -> type[BaseModel]:
