@@ -162,13 +162,19 @@ def stage(params: Params) -> None:
         p = params.train.for_model(name)
         init, starts[name] = warm_start(params, name, split)
         logger = mlflow_logger(params.tracking, run_name=name, tags={**tags, "model": name})
-        logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models", "per_model"}),
-                                **p.model.model_dump(), "warm_start": starts[name].get("warm_start", "none")})
-        result = train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty(), init=init)
-        logger.log_hyperparams({"best_step": result.best_step, "stop_reason": result.stop_reason})
-        if p.refit:
-            refits[name] = refit_model(result, split, p, work_dir=CHECKPOINTS, progress=sys.stderr.isatty(), init=init)
-            logger.log_hyperparams({"refit_steps": refits[name].steps})
+        status = "failed"
+        try:
+            logger.log_hyperparams({"model_name": name, **p.model_dump(mode="json", exclude={"model", "models", "per_model"}),
+                                    **p.model.model_dump(), "warm_start": starts[name].get("warm_start", "none")})
+            result = train_model(name, split, p, work_dir=CHECKPOINTS, logger=logger, progress=sys.stderr.isatty(), init=init)
+            logger.log_hyperparams({"best_step": result.best_step, "stop_reason": result.stop_reason,
+                                    "reused_checkpoint": result.reused})
+            if p.refit:
+                refits[name] = refit_model(result, split, p, work_dir=CHECKPOINTS, progress=sys.stderr.isatty(), init=init)
+                logger.log_hyperparams({"refit_steps": refits[name].steps})
+            status = "success"
+        finally:  # a run Lightning did not end (a checkpoint reused: no fit) is ended here, never left Running
+            logger.finalize(status)
         results.append(result)
         run_ids[name] = logger.run_id
     _write_outputs(results, refits, run_ids, starts, params.train.out_dir, params.evaluate.plots_dir / "train",

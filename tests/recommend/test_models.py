@@ -253,6 +253,14 @@ def test_a_finished_run_is_reused_not_trained_on(tmp_path):
     keys = ("val_ndcg@10", "best_step", "steps", "stop_reason")
     assert again["reused"] and again["refit"]["reused"] and {k: again[k] for k in keys} == {k: first[k] for k in keys}
     assert (root / "reports/plots/train/gru.csv").read_text() == curve
+    from mlflow import MlflowClient
+
+    from mapwise.params import load_params
+    from mapwise.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(load_params(root / "params.yaml").tracking, root))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) >= 2 and {r.info.status for r in runs} == {"FINISHED"}  # the reused run ended too, not Running
 
 
 def test_ddp_on_two_cpu_processes(tmp_path):

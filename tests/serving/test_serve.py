@@ -185,6 +185,23 @@ def test_not_ready_without_a_model(tmp_path):
     assert_error(app.post("/recommendations", json={"customer_id": "x"}), 503)
 
 
+def test_not_ready_says_what_is_missing(tmp_path):
+    """Before a champion exists, /ready names what is missing: the key, a version with the alias, a refused one."""
+    registry = RegistrySource(f"sqlite:///{tmp_path / 'mlflow.db'}", "mapwise-recommender", "champion", tmp_path / "cache")
+    keeper = Keeper(registry)
+    assert not keeper.refresh()
+    keyless = TestClient(create_app(keeper, b"", ServeParams())).get("/ready")
+    assert_error(keyless, 503)
+    error = keyless.json()["error"]
+    assert "no registered version has the alias: models:/mapwise-recommender@champion names none yet" in error
+    assert TestClient(create_app(Keeper(FolderSource(tmp_path)), KEY, ServeParams())).get("/ready").json()["error"] == (
+        "no model loaded yet: no model checked yet")
+    refused = Keeper(FolderSource(tmp_path))
+    refused.refresh()
+    error = TestClient(create_app(refused, KEY, ServeParams())).get("/ready").json()["error"]
+    assert error.startswith("no model loaded yet: every version found was refused; version local refused: ")
+
+
 def test_starts_without_the_key_and_picks_it_up_once_written(project, monkeypatch):
     monkeypatch.delenv("MAPWISE_HMAC_KEY", raising=False)  # a fresh clone: the first pipeline run writes the key
     bundle = project.export.out_dir / "sasrec"
@@ -337,3 +354,16 @@ def test_a_baseline_bundle_serves_like_a_model(exported_root):
     fresh = served.post("/recommendations", json={"customer_id": raw, "k": 3, "exclude_purchased": True}).json()
     assert len(fresh["items"]) == 3 and not {i["item_id"] for i in fresh["items"]} & set(bought)
     assert served.get("/model").json()["model"] == "personal_popularity"
+
+
+def test_the_api_docs_need_no_internet(client):
+    """/docs loads Swagger UI from the service itself: every script and stylesheet it names is served here."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets and not [a for a in assets if a.startswith(("http://", "https://", "//"))], assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/redoc").status_code == 404  # no second docs page pulling from a CDN

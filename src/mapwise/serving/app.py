@@ -22,6 +22,7 @@ from mapwise.errors import one_line
 from mapwise.params import Params, ServeParams, load_params
 from mapwise.privacy.pseudonym import pseudonym
 from mapwise.serving.batcher import Batcher
+from mapwise.serving.docs_pages import docs_pages
 from mapwise.serving.http_limits import BodyLimit
 from mapwise.serving.keepers import Keeper, Loaded, RegistrySource, source_from
 from mapwise.serving.recommendations import Filters
@@ -57,8 +58,9 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
     PropensityRequest, NextBestActionRequest = target_request_models(p)
     targets = targets if targets is not None else TargetKeeper()
     keys = key if isinstance(key, KeyWatch) else KeyWatch(key=key)
-    app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json,
-                  description="Real-time recommendations from the registry's champion model (onnxruntime).")
+    app = FastAPI(title="mapwise recommendations", version="1", default_response_class=Json, docs_url=None,
+                  redoc_url=None, description="Real-time recommendations from the registry's champion model (onnxruntime).")
+    docs_pages(app)
     app.router.route_class = StrictJsonRoute
     app.add_middleware(BodyLimit, limit=p.max_body_bytes)
 
@@ -89,7 +91,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
             refused = keeper.refused.copy()  # copied in one step: the follow thread may be adding to it
             missing = [] if key else [keys.missing]
             if current is None:
-                missing.append("no model loaded yet" + "".join(f"; version {v} refused: {why}"
+                missing.append(f"no model loaded yet: {keeper.waiting}" + "".join(f"; version {v} refused: {why}"
                                                                for v, why in refused.items()))
             raise HTTPException(503, "; ".join(missing))
         return current, key

@@ -118,6 +118,7 @@ class Keeper:
     retrieval: RetrievalParams = field(default_factory=RetrievalParams)
     current: Loaded | None = None
     refused: dict[str, str] = field(default_factory=dict)
+    waiting: str = "no model checked yet"  # while nothing serves: what is missing (the last check's finding)
 
     def refresh(self) -> bool:
         """Load the source's latest version if it is new; True when the serving model changed.
@@ -125,10 +126,21 @@ class Keeper:
         Registry and download errors propagate: nothing is decided, the next check tries again. A version
         whose files are here but do not load or fail the smoke check is refused for good (reason in `/model`).
         """
-        version = self.source.latest()
-        if version is None or version in self.refused or (self.current and self.current.version == version):
+        try:
+            version = self.source.latest()
+        except Exception as err:
+            self.waiting = f"{self.source.description} cannot be looked up ({reason(err)}); retrying"
+            raise
+        if version is None:
+            self.waiting = f"no registered version has the alias: {self.source.description} names none yet"
             return False
-        folder = self.source.fetch(version)
+        if version in self.refused or (self.current and self.current.version == version):
+            return False
+        try:
+            folder = self.source.fetch(version)
+        except Exception as err:
+            self.waiting = f"version {version} of {self.source.description} could not be downloaded ({reason(err)}); retrying"
+            raise
         try:
             bundle = load_bundle(folder, threads=self.threads)
             recommender = Recommender(bundle, self.retrieval)
@@ -136,6 +148,7 @@ class Keeper:
         except Exception as err:  # noqa: BLE001  (a broken version: refused, the old one keeps serving)
             log.warning("refused model version %s: %s", version, first_line(err))  # the log may name paths
             self.refused[version] = reason(err)
+            self.waiting = "every version found was refused"
             return False
         meta = bundle.metadata
         info = {
