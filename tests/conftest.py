@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ from mapwise.sources.mapping.load import parse_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = b"test-key-0123456789abcdef"
+
+def layers_contract() -> dict:
+    """The import contract that orders mapwise's domains (pyproject.toml, [tool.importlinter], id "layers")."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    return next(c for c in contracts if c["id"] == "layers")
+
+
+def modules_of(layer: str) -> list[str]:
+    """The modules one layer names (siblings are separated by `|`, or `:` when they may import each other)."""
+    return [part.strip() for part in layer.replace("|", ":").split(":")]
+
 
 # A small orders export in the shape of a shop's CSV, with its mapping.
 ORDERS_HEADER = "order,sku,name,qty,price,when,client,country"

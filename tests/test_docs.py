@@ -96,14 +96,12 @@ def test_mapping_page_lists_every_function_and_contract(site):
 def test_the_drawings_are_built_in_and_follow_the_code(site):
     """The layers and the stage graph are inline SVG drawn from pyproject.toml and dvc.yaml: nothing loads from the
     network when a page is read offline."""
-    import tomllib
-
     import yaml
 
+    from conftest import layers_contract, modules_of
+
     concepts = _page(site, "concepts")
-    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    layers = next(c for c in contracts if c["id"] == "layers")["layers"]
-    domains = [p.strip() for layer in layers[:-1] for p in layer.replace("|", ":").split(":") if p.strip() != "__main__"]
+    domains = [m for layer in layers_contract()["layers"][:-1] for m in modules_of(layer) if m != "__main__"]
     drawings = concepts.split('<svg xmlns="http://www.w3.org/2000/svg" role="img"')[1:]
     assert len(drawings) == 2
     for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:

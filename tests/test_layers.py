@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import layers_contract, modules_of
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,12 +36,9 @@ def test_the_contracts_hold():
 
 def test_every_top_level_part_of_mapwise_is_in_a_layer():
     """`exhaustive = true` refuses a new domain that no layer names; check the config says so."""
-    import tomllib
-
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    layers = next(c for c in config["contracts"] if c["id"] == "layers")
+    layers = layers_contract()
     assert layers["exhaustive"] is True
-    named = {part.strip() for layer in layers["layers"] for part in layer.replace("|", ":").split(":")}
+    named = {module for layer in layers["layers"] for module in modules_of(layer)}
     present = {p.stem for p in (ROOT / "src/mapwise").iterdir()
                if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
     assert present == named

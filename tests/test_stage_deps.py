@@ -8,21 +8,20 @@ reads are declared one by one, and the rest does not shape outputs.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import grimp
 import pytest
 import yaml
 
+from conftest import layers_contract, modules_of
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def core() -> set[str]:
-    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    bottom = next(c for c in contracts if c["id"] == "layers")["layers"][-1]
-    return {part.strip() for part in bottom.replace("|", ":").split(":")}
+    return set(modules_of(layers_contract()["layers"][-1]))
 
 
 @pytest.fixture(scope="module")

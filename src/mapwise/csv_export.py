@@ -9,14 +9,15 @@ from typing import BinaryIO
 
 import polars as pl
 
-_FORMULA_START = r"^[=+\-@\t\r]"
+_FORMULA_START = "=+-@\t\r"  # a cell starting with one of these is read as a formula
+_STARTS_A_FORMULA = "^[" + "".join(f"\\x{ord(ch):02x}" for ch in _FORMULA_START) + "]"  # the same, for polars
 
 
 def neutralised(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with each text cell a spreadsheet would run as a formula prefixed by `'` (other cells unchanged)."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     return frame.with_columns(
-        pl.when(pl.col(name).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name))
+        pl.when(pl.col(name).str.contains(_STARTS_A_FORMULA)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name))
         .alias(name) for name in text
     )
 
@@ -24,9 +25,5 @@ def neutralised(frame: pl.DataFrame) -> pl.DataFrame:
 def write_csv(frame: pl.DataFrame, target: Path | BinaryIO, *, include_header: bool = True) -> None:
     """Write `frame` as CSV, neutralised; header names are neutralised alike."""
     safe = neutralised(frame)
-    safe = safe.rename({name: f"'{name}" for name in safe.columns if _starts_a_formula(name)})
+    safe = safe.rename({name: f"'{name}" for name in safe.columns if name[:1] and name[0] in _FORMULA_START})
     safe.write_csv(target, include_header=include_header)
-
-
-def _starts_a_formula(text: str) -> bool:
-    return bool(text) and text[0] in "=+-@\t\r"

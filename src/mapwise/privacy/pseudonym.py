@@ -67,7 +67,7 @@ def pseudonym(raw_id: str, key: bytes) -> str:
 def legacy_pseudonyms(raw_ids: list[str], key: bytes) -> list[str]:
     """The pseudonyms the ids had before ids were normalised (trimmed only), for the ids normalisation changes:
     what `forget` also logs, and ingest also matches, so a customer forgotten under that rule stays forgotten."""
-    changed = [r.strip() for r in raw_ids if r.strip() and r.strip() != normalise_id(r)]
+    changed = [trimmed for r in raw_ids if (trimmed := r.strip()) and trimmed != normalise_id(r)]
     return _digests(changed, key)
 
 
