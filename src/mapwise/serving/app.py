@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mapwise.bundles.registry import CHAMPION
 from mapwise.errors import one_line
 from mapwise.params import Params, ServeParams, load_params
-from mapwise.privacy.pseudonym import pseudonym
+from mapwise.privacy.pseudonym import pseudonym, pseudonyms
 from mapwise.serving.batcher import Batcher
 from mapwise.serving.docs_pages import docs_pages
 from mapwise.serving.http_limits import BodyLimit
@@ -124,7 +124,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
         rec = current.recommender
         f = body.filters
         filters = None if f is None else Filters(f.categories, f.min_price, f.max_price, f.allow_items, f.deny_items)
-        who = forget.hide([pseudonym(body.customer_id.strip(), key)])[0]
+        who = forget.hide([pseudonym(body.customer_id, key)])[0]  # normalised (trimmed too) before hashing
         request = rec.prepare(who, body.k, recent_items=body.recent_items,
                               exclude_purchased=body.exclude_purchased, filters=filters)
         answer = rec.answer(request, await batcher.score(rec, request.history) if request.needs_model else None)
@@ -143,8 +143,7 @@ def create_app(keeper: Keeper, key: bytes | KeyWatch, p: ServeParams, targets: T
             key = keys.get()
             if key is None:
                 raise HTTPException(503, keys.missing)
-            ids = [cid.strip() for cid in body.customer_ids]
-            return model.from_ids(body.customer_ids, forget.hide([pseudonym(cid, key) for cid in ids]))
+            return model.from_ids(body.customer_ids, forget.hide(pseudonyms(body.customer_ids, key)))
         try:
             return model.from_rows(body.rows)
         except ValueError as err:
